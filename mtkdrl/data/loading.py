@@ -1,0 +1,200 @@
+"""Data loaders over opened splits: indexed samples, seeded augmentation, epoch-seeded shuffling.
+
+Batches are `(images, labels, indices)`; the index is the sample's row in its split, which
+seeds its augmentation and keys any per-sample state (a teacher-output cache, for one).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, Sampler
+
+from ..errors import MtkdrlError
+from ..recipe import DataConfig
+from .sources import SplitInfo, load_splits
+from .transforms import EvalTransform, build_train_transform, sample_seed
+
+Transform = Callable[[np.ndarray, int], Tensor]
+
+
+def to_pixels(image: Any) -> np.ndarray:
+    """A decoded or encoded image cell (PIL, `{'bytes': ...}`, array) as HxWx3 uint8."""
+    if isinstance(image, dict):
+        image = (
+            Image.open(io.BytesIO(image["bytes"]))
+            if image.get("bytes")
+            else Image.open(image["path"])
+        )
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    pixels = np.asarray(image, dtype=np.uint8)
+    return np.repeat(pixels[..., None], 3, axis=-1) if pixels.ndim == 2 else pixels
+
+
+def _subset(dataset: Any, size: int | None, field: str) -> Any:
+    if size is None:
+        return dataset
+    if size < 1:
+        raise MtkdrlError(f"{field} must be at least 1, got {size}")
+    if getattr(dataset, "num_rows", None) is None:
+        return dataset.take(size)
+    if size > dataset.num_rows:
+        raise MtkdrlError(f"{field} is {size} but the split has only {dataset.num_rows} rows")
+    return dataset.select(range(size))
+
+
+class IndexedImages(Dataset):
+    """A map-style split: row `i` becomes `(transform(pixels, seed(epoch, i)), label, i)`."""
+
+    def __init__(
+        self, rows: Any, info: SplitInfo, transform: Transform, seed: int, cache_decoded: bool
+    ) -> None:
+        self.transform, self.seed, self.epoch = transform, seed, 0
+        self.labels = np.asarray(rows[info.label_column], dtype=np.int64)
+        self.images = rows.cast_column(info.image_column, datasets.Image(decode=False))
+        self.image_column = info.image_column
+        self.decoded = self._decode_all() if cache_decoded else None
+
+    def _decode_all(self) -> list[np.ndarray]:
+        """Every image decoded once, so that epochs after the first pay only for augmentation."""
+        return [to_pixels(cell) for cell in self.images[self.image_column]]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def pixels(self, index: int) -> np.ndarray:
+        if self.decoded is not None:
+            return self.decoded[index]
+        return to_pixels(self.images[index][self.image_column])
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
+        seed = sample_seed(self.seed, self.epoch, index)
+        return self.transform(self.pixels(index), seed), int(self.labels[index]), index
+
+
+class StreamedImages(IterableDataset):
+    """A streamed split (ImageNet scale): shuffled in a buffer per epoch, indexed by position."""
+
+    def __init__(
+        self, rows: Any, info: SplitInfo, transform: Transform, seed: int, size: int
+    ) -> None:
+        self.rows, self.info, self.transform = rows, info, transform
+        self.seed, self.epoch, self.size = seed, 0, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        stream = self.rows.shuffle(seed=self.seed, buffer_size=10_000)
+        stream.set_epoch(self.epoch)
+        for index, row in enumerate(stream):
+            seed = sample_seed(self.seed, self.epoch, index)
+            pixels = to_pixels(row[self.info.image_column])
+            yield self.transform(pixels, seed), int(row[self.info.label_column]), index
+
+
+class EpochShuffle(Sampler[int]):
+    """A permutation drawn from (seed, epoch) alone: the same order on every rank and on resume."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
+@dataclass
+class DataBundle:
+    """The run's loaders and what is known about the data set."""
+
+    train_loader: DataLoader
+    eval_loader: DataLoader
+    num_classes: int
+    label_names: list[str] | None
+    train_size: int
+    epoch_aware: list[Any]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch's shuffle and augmentation (call before iterating the train loader)."""
+        for item in self.epoch_aware:
+            item.epoch = epoch
+
+
+def _train_loader(dataset: Dataset, cfg: DataConfig, seed: int, **batching) -> DataLoader:
+    """Its own generator keeps worker seeding from drawing on (and shifting) the global RNG."""
+    return DataLoader(
+        dataset,
+        num_workers=cfg.num_workers,
+        pin_memory=torch.cuda.is_available(),
+        generator=torch.Generator().manual_seed(seed),
+        **batching,
+    )
+
+
+def _eval_loader(cfg: DataConfig, rows: Any, info: SplitInfo, data_config: dict) -> DataLoader:
+    rows = _subset(rows, cfg.eval_subset, "data.eval_subset")
+    dataset = IndexedImages(rows, info, EvalTransform(data_config), 0, cfg.cache_decoded)
+    return DataLoader(
+        dataset,
+        batch_size=cfg.eval_batch_size,
+        shuffle=False,
+        num_workers=cfg.num_workers,
+        pin_memory=torch.cuda.is_available(),
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def build_eval_loader(
+    cfg: DataConfig, data_config: dict
+) -> tuple[DataLoader, int, list[str] | None]:
+    """A loader over `cfg.eval_split` with timm's eval transform for `data_config`."""
+    _, rows, info = load_splits(cfg, train=False)
+    return _eval_loader(cfg, rows, info, data_config), info.num_classes, info.label_names
+
+
+def _stream_size(cfg: DataConfig, rows: Any) -> int:
+    if cfg.train_subset is not None:
+        return cfg.train_subset
+    split_info = (rows.info.splits or {}).get(cfg.train_split) if rows.info else None
+    if split_info is None or not split_info.num_examples:
+        raise MtkdrlError(
+            "data.train_subset: a streamed split of unknown length needs data.train_subset "
+            "(the number of training samples per epoch)"
+        )
+    return split_info.num_examples
+
+
+def build_data(cfg: DataConfig, data_config: dict, seed: int) -> DataBundle:
+    """Train and eval loaders for the student's `data_config`, shuffled and augmented by `seed`."""
+    train_rows, eval_rows, info = load_splits(cfg)
+    transform = build_train_transform(cfg.train_transform, data_config)
+    train_rows = _subset(train_rows, cfg.train_subset, "data.train_subset")
+    if cfg.streaming:
+        train_set = StreamedImages(train_rows, info, transform, seed, _stream_size(cfg, train_rows))
+        train_loader = _train_loader(train_set, cfg, seed, batch_size=cfg.batch_size)
+        epoch_aware: list[Any] = [train_set]
+    else:
+        train_set = IndexedImages(train_rows, info, transform, seed, cfg.cache_decoded)
+        sampler = EpochShuffle(len(train_set), seed)
+        batches = BatchSampler(sampler, cfg.batch_size, drop_last=len(train_set) > cfg.batch_size)
+        train_loader = _train_loader(train_set, cfg, seed, batch_sampler=batches)
+        epoch_aware = [train_set, sampler]
+    eval_loader = _eval_loader(cfg, eval_rows, info, data_config)
+    if len(train_set) == 0:
+        raise MtkdrlError(f"data.train_split: split {cfg.train_split!r} is empty")
+    return DataBundle(
+        train_loader, eval_loader, info.num_classes, info.label_names, len(train_set), epoch_aware
+    )

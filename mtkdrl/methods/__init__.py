@@ -1,0 +1,60 @@
+"""Weighting strategies: one file per method, found and registered by name.
+
+A new method is one new module in this package defining a `WeightingStrategy` subclass with
+`@register_method`; it is imported automatically.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from ..errors import MtkdrlError
+from ..recipe import MethodConfig, build_dataclass
+from .base import DistillBatch, MethodContext, TeacherWeights, WeightingStrategy
+
+METHODS: dict[str, type[WeightingStrategy]] = {}
+
+
+def register_method(cls: type[WeightingStrategy]) -> type[WeightingStrategy]:
+    """Class decorator adding a strategy to the registry under `cls.name`."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} needs a non-empty `name`")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def method_class(name: str) -> type[WeightingStrategy]:
+    """The registered strategy called `name`, or an error listing the available ones."""
+    if name not in METHODS:
+        raise MtkdrlError(
+            f"method.name: unknown method {name!r}; available: {', '.join(sorted(METHODS))}"
+        )
+    return METHODS[name]
+
+
+def create_method(config: MethodConfig, context: MethodContext) -> WeightingStrategy:
+    """Build the strategy a recipe names, validating its `method.options`."""
+    cls = method_class(config.name)
+    options = build_dataclass(cls.Options, config.options, "method.options")
+    return cls(context, options)
+
+
+def _import_all() -> None:
+    for module in pkgutil.iter_modules(__path__):
+        if module.name != "base" and not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_all()
+
+__all__ = [
+    "METHODS",
+    "DistillBatch",
+    "MethodContext",
+    "TeacherWeights",
+    "WeightingStrategy",
+    "create_method",
+    "method_class",
+    "register_method",
+]

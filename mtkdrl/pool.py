@@ -1,0 +1,263 @@
+"""Teachers and students from timm names: building them, loading weights, and one-pass outputs.
+
+Every model gives, from one forward pass through timm's `forward_intermediates`, its logits, its
+pooled embedding (`pre_logits`) and its last-stage feature map, so CNNs and ViTs work alike
+(ViT tokens come back as an NCHW grid).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import MtkdrlError
+from .recipe import ModelSpec
+
+
+@dataclass
+class ModelOutputs:
+    """A model's outputs for one batch: logits (B×C), embedding (B×d), last-stage map (B×C×H×W)."""
+
+    logits: Tensor
+    embedding: Tensor
+    features: Tensor | None = None
+
+    def detach(self) -> ModelOutputs:
+        features = None if self.features is None else self.features.detach()
+        return ModelOutputs(self.logits.detach(), self.embedding.detach(), features)
+
+    def float(self) -> ModelOutputs:
+        features = None if self.features is None else self.features.float()
+        return ModelOutputs(self.logits.float(), self.embedding.float(), features)
+
+
+def forward_outputs(model: nn.Module, images: Tensor, with_features: bool = True) -> ModelOutputs:
+    """Run `model` once and return logits, embedding and (optionally) the last-stage map."""
+    if with_features:
+        final, intermediates = model.forward_intermediates(images, indices=1, output_fmt="NCHW")
+        features = intermediates[-1]
+    else:
+        final, features = model.forward_features(images), None
+    embedding = model.forward_head(final, pre_logits=True)
+    logits = model.forward_head(final)
+    return ModelOutputs(logits=logits, embedding=embedding, features=features)
+
+
+def check_model_name(name: str, field: str) -> None:
+    """Fail with close matches when `name` is not a timm model nor an `hf-hub:`/`local-dir:` id."""
+    if not name:
+        raise MtkdrlError(f"{field}.name is empty: give a timm model name, e.g. resnet18")
+    if name.startswith(("hf-hub:", "hf_hub:", "local-dir:")):
+        return
+    base = name.split(".", 1)[0]
+    if timm.is_model(base):
+        return
+    near = difflib.get_close_matches(base, timm.list_models(), n=5, cutoff=0.6)
+    hint = f"; close matches: {', '.join(near)}" if near else ""
+    raise MtkdrlError(f"{field}.name: unknown timm model {name!r}{hint}")
+
+
+def create_model(spec: ModelSpec, num_classes: int | None, field: str) -> nn.Module:
+    """Build the model a spec names, with its weights, failing clearly on any mismatch.
+
+    `num_classes` sets the head of a model built from scratch or from a local checkpoint; a model
+    with pretrained weights keeps its own head, and the caller checks its class count.
+    """
+    check_model_name(spec.name, field)
+    kwargs = dict(spec.kwargs)
+    if not spec.pretrained and num_classes is not None:
+        kwargs.setdefault("num_classes", num_classes)
+    overlay = {k: tuple(v) for k, v in (("mean", spec.mean), ("std", spec.std)) if v is not None}
+    if overlay and not spec.name.startswith(("hf-hub:", "local-dir:")):
+        kwargs["pretrained_cfg_overlay"] = overlay
+    try:
+        model = timm.create_model(spec.name, pretrained=spec.pretrained, **kwargs)
+    except (RuntimeError, OSError, ValueError, TypeError) as err:
+        raise MtkdrlError(f"{field}: could not create {spec.name!r}: {_first_line(err)}") from None
+    if spec.checkpoint:
+        load_checkpoint(model, spec.checkpoint, f"{field}.checkpoint", spec.name)
+    return model
+
+
+def load_state_dict_file(path: str | Path, field: str) -> dict[str, Tensor]:
+    """Read weights from safetensors, or from a pickle with `weights_only=True` (never unsafely)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MtkdrlError(f"{field}: weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise MtkdrlError(f"{field}: cannot read {path} as weights: {_first_line(err)}") from None
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, field: str, name: str) -> None:
+    """Load a weights file strictly: any missing, unexpected or mis-shaped key is an error."""
+    state = load_state_dict_file(path, field)
+    own = model.state_dict()
+    tracked = {k for k in own if k.endswith("num_batches_tracked")}
+    missing = sorted(set(own) - set(state) - tracked)
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} keys (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} keys (e.g. {', '.join(unexpected[:3])})")
+        raise MtkdrlError(f"{field}: {path} does not fit model {name!r}: {'; '.join(parts)}")
+    for key, value in state.items():
+        if own[key].shape != value.shape:
+            raise MtkdrlError(
+                f"{field}: {path} does not fit model {name!r}: {key} has shape "
+                f"{tuple(value.shape)} in the file but {tuple(own[key].shape)} in the model"
+                + _class_hint(model, key, value)
+            )
+    model.load_state_dict(state, strict=True)
+
+
+def _class_hint(model: nn.Module, key: str, value: Tensor) -> str:
+    """Say how many classes the file was trained for when the mismatch is in the classifier."""
+    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if classifier is None:
+        return ""
+    for name, module in model.named_modules():
+        if module is classifier and key in (f"{name}.weight", f"{name}.bias"):
+            return f" (the file's classifier has {value.shape[0]} classes)"
+    return ""
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def data_config_of(model: nn.Module) -> dict:
+    """timm's resolved preprocessing for `model` (input size, mean, std, crop, interpolation)."""
+    return timm.data.resolve_model_data_config(model)
+
+
+class InputAdapter(nn.Module):
+    """Converts a batch normalised for the student into what one teacher expects.
+
+    Re-normalises (mean/std) and resizes when the teacher needs a fixed input size different from
+    the student's; an identity when both share preprocessing.
+    """
+
+    def __init__(self, student_cfg: dict, teacher_cfg: dict, teacher_fixed_size: bool) -> None:
+        super().__init__()
+        s_mean, s_std = _stats(student_cfg)
+        t_mean, t_std = _stats(teacher_cfg)
+        self.renormalise = not (torch.equal(s_mean, t_mean) and torch.equal(s_std, t_std))
+        self.register_buffer("scale", (s_std / t_std).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer(
+            "shift", ((s_mean - t_mean) / t_std).view(1, -1, 1, 1), persistent=False
+        )
+        student_size = tuple(student_cfg["input_size"][1:])
+        teacher_size = tuple(teacher_cfg["input_size"][1:])
+        self.size = teacher_size if teacher_fixed_size and teacher_size != student_size else None
+
+    def forward(self, images: Tensor) -> Tensor:
+        if self.renormalise:
+            images = images * self.scale + self.shift
+        if self.size is not None:
+            images = F.interpolate(images, size=self.size, mode="bilinear", align_corners=False)
+        return images
+
+
+def _stats(cfg: dict) -> tuple[Tensor, Tensor]:
+    return torch.tensor(cfg["mean"], dtype=torch.float32), torch.tensor(
+        cfg["std"], dtype=torch.float32
+    )
+
+
+class TeacherPool:
+    """Frozen teachers: eval mode, no gradients, each fed inputs in its own preprocessing.
+
+    The pool is deliberately not an `nn.Module` of the student, so teachers never reach the
+    optimizer or the checkpoint.
+    """
+
+    def __init__(self, teachers: list[nn.Module], names: list[str], student_cfg: dict) -> None:
+        self.teachers = [t.eval().requires_grad_(False) for t in teachers]
+        self.names = names
+        self.adapters = [
+            InputAdapter(student_cfg, data_config_of(t), _fixed_size(t)) for t in self.teachers
+        ]
+
+    @classmethod
+    def from_specs(
+        cls, specs: list[ModelSpec], num_classes: int, student_cfg: dict, pretrained: bool = True
+    ) -> TeacherPool:
+        """Build every teacher of a recipe and check it fits the data set's class count."""
+        models = []
+        for index, spec in enumerate(specs):
+            field = f"teachers.{index}"
+            if not pretrained:
+                spec = ModelSpec(name=spec.name, kwargs=spec.kwargs, mean=spec.mean, std=spec.std)
+            model = create_model(spec, num_classes, field)
+            classes = getattr(model, "num_classes", None)
+            if classes != num_classes:
+                raise MtkdrlError(
+                    f"{field}: teacher {spec.name!r} predicts {classes} classes but the data set "
+                    f"has {num_classes}; use a teacher trained on this data set"
+                )
+            models.append(model)
+        return cls(models, [s.name for s in specs], student_cfg)
+
+    def __len__(self) -> int:
+        return len(self.teachers)
+
+    def __iter__(self) -> Iterator[nn.Module]:
+        return iter(self.teachers)
+
+    def to(self, device: torch.device | str, memory_format: torch.memory_format | None = None):
+        for teacher, adapter in zip(self.teachers, self.adapters, strict=True):
+            if memory_format is None:
+                teacher.to(device)
+            else:
+                teacher.to(device, memory_format=memory_format)
+            adapter.to(device)
+        return self
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor, with_features: bool = True) -> list[ModelOutputs]:
+        """Every teacher's outputs for a student-normalised batch, in fp32, without gradients."""
+        return [
+            forward_outputs(teacher, adapter(images), with_features).float()
+            for teacher, adapter in zip(self.teachers, self.adapters, strict=True)
+        ]
+
+    def check_inputs(self, student_cfg: dict, device: torch.device) -> list[ModelOutputs]:
+        """One dummy batch through every teacher: proves the input sizes fit, and gives shapes."""
+        channels, height, width = student_cfg["input_size"]
+        probe = torch.zeros(2, channels, height, width, device=device)
+        outputs = []
+        for name, teacher, adapter in zip(self.names, self.teachers, self.adapters, strict=True):
+            try:
+                with torch.no_grad():
+                    outputs.append(forward_outputs(teacher, adapter(probe)).float())
+            except RuntimeError as err:
+                raise MtkdrlError(
+                    f"teacher {name!r} cannot take the student's {height}x{width} inputs: "
+                    f"{_first_line(err)}"
+                ) from None
+        return outputs
+
+
+def _fixed_size(model: nn.Module) -> bool:
+    return bool(getattr(model, "pretrained_cfg", {}).get("fixed_input_size", False))

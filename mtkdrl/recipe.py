@@ -1,0 +1,264 @@
+"""The recipe: a typed description of one distillation run, loaded from YAML with strict checks.
+
+A recipe is data: every run can be reproduced from the YAML it saved beside its outputs.
+Unknown or mistyped keys are errors that name the key's path and the nearest valid keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import MtkdrlError
+
+
+@dataclass
+class ModelSpec:
+    """A teacher or student: a timm name plus where its weights come from.
+
+    `name` is any timm model name (with an optional `.tag`), one of ours (`*_cifar`), or an
+    `hf-hub:org/name` id. `pretrained` loads timm's (or the Hub's) weights for that name;
+    `checkpoint` loads a local safetensors file (or a pickle read with `weights_only=True`).
+    """
+
+    name: str = ""
+    pretrained: bool = False
+    checkpoint: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+
+@dataclass
+class DataConfig:
+    """Where images come from (a Hub name, local parquet files or an imagefolder) and how."""
+
+    name: str = "parquet"
+    data_files: dict[str, str] | None = None
+    data_dir: str | None = None
+    train_split: str = "train"
+    eval_split: str = "validation"
+    image_column: str | None = None
+    label_column: str | None = None
+    streaming: bool = False
+    train_transform: Literal["cifar", "timm"] = "timm"
+    train_subset: int | None = None
+    eval_subset: int | None = None
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    num_workers: int = 2
+    cache_decoded: bool = False
+    num_classes: int | None = None
+
+
+@dataclass
+class MethodConfig:
+    """The weighting strategy and the loss weights: L = CE + alpha Σ w·KL + beta Σ w·MSE."""
+
+    name: str = "avg"
+    temperature: float = 4.0
+    alpha: float = 1.0
+    beta: float = 5.0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """Student optimizer and LR schedule (the paper's SGD + multistep by default)."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    schedule: Literal["multistep", "cosine", "constant"] = "multistep"
+    milestones: list[int] = field(default_factory=lambda: [150, 180, 210])
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+    min_lr: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """The loop: epochs, precision, accumulation, logging and checkpoint cadence."""
+
+    epochs: int = 240
+    mixed_precision: Literal["no", "bf16", "fp16"] | None = None
+    grad_accum_steps: int = 1
+    max_steps_per_epoch: int | None = None
+    log_every: int = 50
+    checkpoint_every: int | None = None
+    keep_checkpoints: int = 2
+    trackers: list[str] = field(default_factory=list)
+    eval_every: int = 1
+    eval_teachers: bool = True
+    stop_after_steps: int | None = None
+
+
+@dataclass
+class Recipe:
+    """One distillation run."""
+
+    student: ModelSpec = field(default_factory=ModelSpec)
+    teachers: list[ModelSpec] = field(default_factory=list)
+    data: DataConfig = field(default_factory=DataConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output_dir: str = "runs/default"
+    seed: int = 0
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+        """Read a recipe file, apply `a.b=value` overrides, and validate the result."""
+        path = Path(path)
+        if not path.is_file():
+            raise MtkdrlError(f"recipe file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise MtkdrlError(f"recipe {path} is not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise MtkdrlError(f"recipe {path} must be a mapping of keys, not {type(raw).__name__}")
+        for item in overrides:
+            apply_override(raw, item)
+        recipe = cls.from_dict(raw)
+        recipe.resolve_paths(path.parent)
+        return recipe
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Recipe:
+        """Build a recipe from plain data, checking every key and type."""
+        return build_dataclass(cls, raw, "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def resolve_paths(self, base: Path) -> None:
+        """Make local paths in the recipe relative to the recipe file, as users write them."""
+
+        def resolve(value: str | None) -> str | None:
+            if value is None or "://" in value or value.startswith("hf-hub:"):
+                return value
+            candidate = base / value
+            return str(candidate.resolve()) if candidate.exists() else value
+
+        for spec in [self.student, *self.teachers]:
+            spec.checkpoint = resolve(spec.checkpoint)
+        if self.data.data_files:
+            self.data.data_files = {k: resolve(v) for k, v in self.data.data_files.items()}
+        self.data.data_dir = resolve(self.data.data_dir)
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override value as YAML (so `3`, `1e-3`, `true`, `[1, 2]` and `null` work)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one `a.b.c=value` override to raw recipe data (list items by index: `teachers.0`)."""
+    if "=" not in item:
+        raise MtkdrlError(f"override {item!r} must look like key.path=value")
+    dotted, text = item.split("=", 1)
+    keys = dotted.strip().split(".")
+    node: Any = raw
+    for depth, key in enumerate(keys[:-1]):
+        where = ".".join(keys[: depth + 1])
+        if isinstance(node, list):
+            node = node[_list_index(key, node, where)]
+        else:
+            node = node.setdefault(key, {})
+        if not isinstance(node, (dict, list)):
+            raise MtkdrlError(f"override {dotted}: {where} is a value, not a section")
+    last = keys[-1]
+    if isinstance(node, list):
+        node[_list_index(last, node, dotted)] = parse_value(text)
+    else:
+        node[last] = parse_value(text)
+
+
+def _list_index(key: str, items: list[Any], where: str) -> int:
+    if not key.isdigit() or int(key) >= len(items):
+        raise MtkdrlError(
+            f"override path {where}: expected an index below {len(items)}, got {key!r}"
+        )
+    return int(key)
+
+
+def build_dataclass(cls: type, raw: Any, path: str) -> Any:
+    """Recursively turn a mapping into dataclass `cls`, rejecting unknown keys and wrong types."""
+    if not isinstance(raw, dict):
+        raise MtkdrlError(f"{path or 'recipe'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            where = f"{path}.{key}" if path else str(key)
+            near = difflib.get_close_matches(str(key), list(fields), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            raise MtkdrlError(
+                f"unknown recipe key {where!r}{hint} (valid keys here: {', '.join(fields)})"
+            )
+    values = {key: _coerce(raw[key], hints[key], f"{path}.{key}" if path else key) for key in raw}
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    """Check `value` against type `hint`, converting where YAML is loose (ints for floats)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return build_dataclass(hint, value, path)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, path)
+            except MtkdrlError as err:
+                errors.append(str(err))
+        raise MtkdrlError(errors[0])
+    if origin is Literal:
+        if value is False and "no" in args:
+            return "no"  # YAML 1.1 reads a bare `no` as false (e.g. `mixed_precision: no`)
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            raise MtkdrlError(f"recipe key {path!r} must be one of {choices}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise MtkdrlError(f"recipe key {path!r} must be a list, got {value!r}")
+        return [_coerce(v, args[0], f"{path}.{i}") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise MtkdrlError(f"recipe key {path!r} must be a mapping, got {value!r}")
+        return {k: _coerce(v, args[1], f"{path}.{k}") for k, v in value.items()}
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise MtkdrlError(
+        f"recipe key {path!r} must be of type {hint.__name__}, "
+        f"got {value!r} ({type(value).__name__})"
+    )

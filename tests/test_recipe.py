@@ -1,0 +1,98 @@
+"""Recipe loading: strict keys with nearest suggestions, types, and `a.b=value` overrides."""
+
+from pathlib import Path
+
+import pytest
+
+from mtkdrl.errors import MtkdrlError
+from mtkdrl.recipe import Recipe, apply_override
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_nesting(tmp_path):
+    recipe = Recipe.from_yaml(write(tmp_path, "student: {name: resnet20_cifar}\noptim: {lr: 1}\n"))
+    assert recipe.student.name == "resnet20_cifar"
+    assert recipe.optim.lr == 1.0 and isinstance(recipe.optim.lr, float)
+    assert recipe.method.temperature == 4.0
+
+
+def test_unknown_key_names_path_and_nearest(tmp_path):
+    with pytest.raises(MtkdrlError) as err:
+        Recipe.from_yaml(write(tmp_path, "optim: {learning_rate: 0.1, lr: 0.1}\n"))
+    assert "optim.learning_rate" in str(err.value)
+    with pytest.raises(MtkdrlError, match=r"'train\.epoch'.*did you mean epochs"):
+        Recipe.from_yaml(write(tmp_path, "train: {epoch: 3}\n"))
+
+
+def test_unknown_key_in_list_item(tmp_path):
+    with pytest.raises(MtkdrlError, match=r"teachers\.1\.nmae.*did you mean name"):
+        Recipe.from_yaml(write(tmp_path, "teachers: [{name: a}, {nmae: b}]\n"))
+
+
+def test_mistyped_values(tmp_path):
+    with pytest.raises(MtkdrlError, match=r"train\.epochs.*int"):
+        Recipe.from_yaml(write(tmp_path, "train: {epochs: many}\n"))
+    with pytest.raises(MtkdrlError, match=r"train\.mixed_precision.*'bf16'"):
+        Recipe.from_yaml(write(tmp_path, "train: {mixed_precision: half}\n"))
+    with pytest.raises(MtkdrlError, match=r"train\.epochs"):
+        Recipe.from_yaml(write(tmp_path, "train: {epochs: true}\n"))
+
+
+def test_bare_no_means_the_string_no(tmp_path):
+    """YAML 1.1 reads `no` as false; `mixed_precision: no` still means Accelerate's 'no'."""
+    assert (
+        Recipe.from_yaml(write(tmp_path, "train: {mixed_precision: no}\n")).train.mixed_precision
+        == "no"
+    )
+    recipe = Recipe.from_yaml(write(tmp_path, "seed: 1\n"), ["train.mixed_precision=no"])
+    assert recipe.train.mixed_precision == "no"
+
+
+def test_overrides(tmp_path):
+    path = write(tmp_path, "teachers: [{name: a}, {name: b}]\n")
+    recipe = Recipe.from_yaml(
+        path, ["train.epochs=3", "optim.milestones=[1, 2]", "teachers.1.name=c", "seed=7"]
+    )
+    assert recipe.train.epochs == 3
+    assert recipe.optim.milestones == [1, 2]
+    assert [t.name for t in recipe.teachers] == ["a", "c"]
+    assert recipe.seed == 7
+
+
+def test_bad_overrides():
+    with pytest.raises(MtkdrlError, match=r"key.path=value"):
+        apply_override({}, "train.epochs")
+    with pytest.raises(MtkdrlError, match=r"index below 1"):
+        apply_override({"teachers": [{"name": "a"}]}, "teachers.3.name=x")
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(MtkdrlError, match=r"recipe file not found"):
+        Recipe.from_yaml(tmp_path / "nope.yaml")
+    with pytest.raises(MtkdrlError, match=r"not valid YAML"):
+        Recipe.from_yaml(write(tmp_path, "a: [1,\n"))
+
+
+def test_round_trip(tmp_path):
+    recipe = Recipe.from_yaml(write(tmp_path, "student: {name: x}\nteachers: [{name: t}]\n"))
+    again = Recipe.from_yaml(write(tmp_path, recipe.to_yaml()))
+    assert again == recipe
+
+
+def test_paths_resolve_relative_to_recipe(tmp_path):
+    (tmp_path / "w.safetensors").write_bytes(b"")
+    recipe = Recipe.from_yaml(write(tmp_path, "teachers: [{name: t, checkpoint: w.safetensors}]\n"))
+    assert recipe.teachers[0].checkpoint == str((tmp_path / "w.safetensors").resolve())
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_recipes_validate(path):
+    recipe = Recipe.from_yaml(path)
+    assert recipe.student.name
