@@ -8,10 +8,12 @@ from collections.abc import Callable
 
 from .distill import main as distill_main
 from .evaluate import main as evaluate_main
+from .plot import main as plot_main
 
 COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "distill": ("distil a student from a recipe", distill_main),
     "evaluate": ("top-1/top-5 of a model on a data set", evaluate_main),
+    "plot": ("PNG of a run's learned teacher weights and accuracy", plot_main),
 }
 
 

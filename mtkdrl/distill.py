@@ -41,7 +41,7 @@ from .methods import (
 )
 from .metrics import evaluate_classifier
 from .optim import build_optimizer, build_scheduler
-from .pool import TeacherPool, create_model, data_config_of, forward_outputs
+from .pool import ModelOutputs, OutputsModel, TeacherPool, create_model, data_config_of
 from .recipe import ModelSpec, Recipe
 
 DRY_RUN_STEPS = 2
@@ -95,6 +95,16 @@ class Distiller:
                 f"{accelerator.num_processes}; "
                 "on CPU launch with `accelerate launch --cpu` or set ACCELERATE_USE_CPU=true"
             )
+        if (
+            accelerator.mixed_precision == "bf16"
+            and accelerator.device.type == "cpu"
+            and not _cpu_has_native_bf16()
+        ):
+            warnings.warn(
+                "train.mixed_precision=bf16 on a CPU without AMX or AVX512-BF16 is emulated and "
+                "runs several times slower than fp32 here; use train.mixed_precision=no",
+                stacklevel=2,
+            )
         if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
             warnings.warn(
                 "train.mixed_precision=fp16 has no effect on CPU: running in fp32 "
@@ -111,8 +121,8 @@ class Distiller:
                 raise MtkdrlError("data.num_classes must be set for --dry-run (no data is read)")
             self.num_classes = recipe.data.num_classes
             self.data: DataBundle | None = None
-        self.student = self._build_student(pretrained)
-        self.student_cfg = data_config_of(self.student)
+        self.student = OutputsModel(self._build_student(pretrained))
+        self.student_cfg = data_config_of(self.student.model)
         if not self.dry_run:
             self.data = build_data(recipe.data, self.student_cfg, recipe.seed)
         teacher_specs = recipe.teachers if method_class(recipe.method.name).uses_teachers else []
@@ -172,7 +182,7 @@ class Distiller:
         was_training = self.student.training
         self.student.eval()
         with torch.no_grad():
-            student_map = forward_outputs(self.student, probe).features
+            student_map = self.student(probe)[2]
         self.student.train(was_training)
         maps = [out.features for out in teacher_probe]
         return FeatureAdapters.build(student_map.shape[1], maps)
@@ -186,7 +196,7 @@ class Distiller:
         models = [self.student] + ([self.adapters] if self.adapters is not None else [])
         with accelerator.accumulate(*models):
             with accelerator.autocast():
-                student_out = forward_outputs(self.student, images, with_features=use_features)
+                student_out = ModelOutputs(*self.student(images, use_features))
                 teacher_outs = self.teachers(images, use_features) if use_teachers else []
                 adapted = self.adapters(student_out.features) if use_features else []
             batch = self._terms(labels, student_out, teacher_outs, adapted)
@@ -445,7 +455,7 @@ class Distiller:
         )
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            student = accelerator.unwrap_model(self.student)
+            student = accelerator.unwrap_model(self.student).model
             meta = {"architecture": self.recipe.student.name, "epoch": str(epoch)}
             save_weights_atomic(student, self.run_dir / "student_last.safetensors", meta)
             if improved:
@@ -453,8 +463,9 @@ class Distiller:
         self.checkpoints.save(self.state.global_step)
 
     def _evaluate_student(self) -> dict[str, float]:
+        self.student.eval()
         return evaluate_classifier(
-            self.student,
+            lambda images: self.student(images, with_features=False)[0],
             self.eval_loader,
             self.accelerator.device,
             gather=self.accelerator.gather_for_metrics,
@@ -485,7 +496,7 @@ class Distiller:
         return results
 
     def _print_plan(self) -> None:
-        student = self.accelerator.unwrap_model(self.student)
+        student = self.accelerator.unwrap_model(self.student).model
         params = sum(p.numel() for p in student.parameters())
         self.accelerator.print(
             f"mtkdrl {__version__}: student {self.recipe.student.name} "
@@ -515,6 +526,7 @@ class Distiller:
             "train_seconds_this_session": seconds,
             "num_processes": self.accelerator.num_processes,
             "mixed_precision": self.accelerator.mixed_precision,
+            **_peak_memory(self.accelerator.device),
         }
         if self.accelerator.is_main_process:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -523,6 +535,22 @@ class Distiller:
             f"(epoch {self.state.best_epoch}); outputs in {self.run_dir}"
         )
         return summary
+
+
+def _peak_memory(device: torch.device) -> dict[str, float]:
+    """Peak memory of this process: accelerator memory on CUDA, resident set size on CPU."""
+    if device.type == "cuda":
+        return {"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20}
+    try:
+        import resource  # POSIX only; Linux reports ru_maxrss in KiB
+    except ImportError:
+        return {}
+    return {"peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AMX tiles or AVX512-BF16)."""
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
 
 
 def _flat_config(data: dict, prefix: str = "") -> dict:

@@ -50,6 +50,22 @@ def forward_outputs(model: nn.Module, images: Tensor, with_features: bool = True
     return ModelOutputs(logits=logits, embedding=embedding, features=features)
 
 
+class OutputsModel(nn.Module):
+    """A model whose `forward` yields (logits, embedding, last-stage map) in one pass.
+
+    Wrapping the student this way keeps its whole computation inside `forward`, which is what
+    DistributedDataParallel (and other Accelerate wrappers) hook to synchronise gradients.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor, with_features: bool = True) -> tuple:
+        outputs = forward_outputs(self.model, images, with_features)
+        return outputs.logits, outputs.embedding, outputs.features
+
+
 def check_model_name(name: str, field: str) -> None:
     """Fail with close matches when `name` is not a timm model nor an `hf-hub:`/`local-dir:` id."""
     if not name:
@@ -127,7 +143,9 @@ def load_checkpoint(model: nn.Module, path: str | Path, field: str, name: str) -
                 f"{tuple(value.shape)} in the file but {tuple(own[key].shape)} in the model"
                 + _class_hint(model, key, value)
             )
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(
+        state, strict=False
+    )  # keys were checked above; num_batches_tracked may be absent
 
 
 def _class_hint(model: nn.Module, key: str, value: Tensor) -> str:

@@ -44,3 +44,32 @@ def teacher_file(shared_data: Path):
         return str(shared_data / "teachers" / f"cifar10_resnet{depth}.safetensors")
 
     return path
+
+
+@pytest.fixture
+def tiny_run(tiny_cifar, teacher_file):
+    """Raw recipe data for a short real run: two shared teachers, the tiny CIFAR-10 slices."""
+
+    def raw(out: Path, method: str = "avg", **train) -> dict:
+        return {
+            "seed": 3,
+            "output_dir": str(out),
+            "student": {"name": "resnet20_cifar"},
+            "teachers": [
+                {"name": "resnet20_cifar", "checkpoint": teacher_file(20)},
+                {"name": "resnet32_cifar", "checkpoint": teacher_file(32)},
+            ],
+            "data": {
+                "name": "parquet",
+                "data_files": tiny_cifar,
+                "train_transform": "cifar",
+                "batch_size": 16,
+                "eval_batch_size": 32,
+                "num_workers": 0,
+            },
+            "method": {"name": method},
+            "optim": {"lr": 0.05, "schedule": "multistep", "milestones": [1]},
+            "train": {"epochs": 2, "log_every": 2, **train},
+        }
+
+    return raw

@@ -16,33 +16,18 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 
 
-def tiny_recipe(tiny_cifar, teacher_file, out: Path, method: str = "avg", **train) -> Recipe:
-    """Two real teachers, a ResNet-20 student, 96 training images in batches of 16."""
-    raw = {
-        "seed": 3,
-        "output_dir": str(out),
-        "student": {"name": "resnet20_cifar"},
-        "teachers": [
-            {"name": "resnet20_cifar", "checkpoint": teacher_file(20)},
-            {"name": "resnet32_cifar", "checkpoint": teacher_file(32)},
-        ],
-        "data": {
-            "name": "parquet",
-            "data_files": tiny_cifar,
-            "train_transform": "cifar",
-            "batch_size": 16,
-            "eval_batch_size": 32,
-            "num_workers": 0,
-        },
-        "method": {"name": method},
-        "optim": {"lr": 0.05, "schedule": "multistep", "milestones": [1]},
-        "train": {"epochs": 2, "log_every": 2, **train},
-    }
-    return Recipe.from_dict(raw)
+@pytest.fixture
+def tiny_recipe(tiny_run):
+    """A `Recipe` for a short real run: ResNet-20 student, 96 images in batches of 16."""
+
+    def make(out: Path, method: str = "avg", **train) -> Recipe:
+        return Recipe.from_dict(tiny_run(out, method, **train))
+
+    return make
 
 
-def test_avg_run_writes_student_metrics_and_summary(tiny_cifar, teacher_file, tmp_path):
-    summary = distill(tiny_recipe(tiny_cifar, teacher_file, tmp_path / "run"))
+def test_avg_run_writes_student_metrics_and_summary(tmp_path, tiny_recipe):
+    summary = distill(tiny_recipe(tmp_path / "run"))
     run = tmp_path / "run"
     for name in ("student_best.safetensors", "student_last.safetensors", "recipe.yaml"):
         assert (run / name).is_file(), name
@@ -59,8 +44,8 @@ def test_avg_run_writes_student_metrics_and_summary(tiny_cifar, teacher_file, tm
     assert "linear.weight" in weights and weights["linear.weight"].shape == (10, 64)
 
 
-def test_existing_run_needs_resume_or_overwrite(tiny_cifar, teacher_file, tmp_path):
-    recipe = tiny_recipe(tiny_cifar, teacher_file, tmp_path / "run", epochs=1)
+def test_existing_run_needs_resume_or_overwrite(tmp_path, tiny_recipe):
+    recipe = tiny_recipe(tmp_path / "run", epochs=1)
     distill(recipe)
     with pytest.raises(MtkdrlError, match=r"--resume.*--overwrite"):
         distill(recipe)
@@ -68,13 +53,11 @@ def test_existing_run_needs_resume_or_overwrite(tiny_cifar, teacher_file, tmp_pa
 
 
 @pytest.mark.parametrize("method", ["avg", "mtkdrl"])
-def test_resume_mid_epoch_equals_uninterrupted(tiny_cifar, teacher_file, tmp_path, method):
+def test_resume_mid_epoch_equals_uninterrupted(tmp_path, method, tiny_recipe):
     """Stop after 4 of 12 steps (mid-epoch 0, checkpoint at step 4), resume: identical weights."""
-    full = tiny_recipe(tiny_cifar, teacher_file, tmp_path / "full", method, checkpoint_every=2)
+    full = tiny_recipe(tmp_path / "full", method, checkpoint_every=2)
     distill(full)
-    part = tiny_recipe(
-        tiny_cifar, teacher_file, tmp_path / "part", method, checkpoint_every=2, stop_after_steps=4
-    )
+    part = tiny_recipe(tmp_path / "part", method, checkpoint_every=2, stop_after_steps=4)
     assert distill(part)["stopped"]
     part.train.stop_after_steps = None
     distill(part, resume=True)
@@ -100,11 +83,11 @@ def _agent_params(run: Path) -> dict:
     return {}
 
 
-def test_killed_run_resumes_to_the_same_weights(tiny_cifar, teacher_file, tmp_path):
+def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_recipe):
     """A real SIGKILL of the training process once a checkpoint exists, then `--resume`."""
-    full = tiny_recipe(tiny_cifar, teacher_file, tmp_path / "full", checkpoint_every=1)
+    full = tiny_recipe(tmp_path / "full", checkpoint_every=1)
     distill(full)
-    recipe = tiny_recipe(tiny_cifar, teacher_file, tmp_path / "killed", checkpoint_every=1)
+    recipe = tiny_recipe(tmp_path / "killed", checkpoint_every=1)
     path = tmp_path / "killed.yaml"
     path.write_text(recipe.to_yaml())
     command = [sys.executable, "-m", "mtkdrl.distill", str(path)]
@@ -125,10 +108,10 @@ def test_killed_run_resumes_to_the_same_weights(tiny_cifar, teacher_file, tmp_pa
         assert torch.equal(a[key], b[key]), key
 
 
-def test_seeded_runs_are_reproducible_in_bf16(tiny_cifar, teacher_file, tmp_path):
+def test_seeded_runs_are_reproducible_in_bf16(tmp_path, tiny_recipe):
     runs = []
     for name in ("a", "b"):
-        recipe = tiny_recipe(tiny_cifar, teacher_file, tmp_path / name, epochs=1)
+        recipe = tiny_recipe(tmp_path / name, epochs=1)
         recipe.train.mixed_precision = "bf16"
         runs.append(distill(recipe))
     assert runs[0]["mixed_precision"] == "bf16"
@@ -169,9 +152,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def cli_recipe(tiny_cifar, teacher_file, tmp_path):
+def cli_recipe(tiny_recipe, tmp_path):
     path = tmp_path / "r.yaml"
-    path.write_text(tiny_recipe(tiny_cifar, teacher_file, tmp_path / "run", epochs=1).to_yaml())
+    path.write_text(tiny_recipe(tmp_path / "run", epochs=1).to_yaml())
     return path
 
 
