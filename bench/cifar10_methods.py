@@ -36,7 +36,7 @@ def budget_overrides(args: argparse.Namespace) -> list[str]:
         f"data.train_subset={args.subset}",
         f"train.epochs={args.epochs}",
         f"data.batch_size={args.batch_size}",
-        "optim.lr=0.1",
+        "optim.lr=0.05",
         "optim.schedule=cosine",
         "optim.weight_decay=5e-4",
         "train.eval_teachers=false",

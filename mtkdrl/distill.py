@@ -431,28 +431,27 @@ class Distiller:
             self.accelerator.log(scalars, step=step)
 
     def _end_epoch(self, epoch: int, seconds: float) -> None:
-        accelerator = self.accelerator
+        """Close an epoch: the method's figures, evaluation (every `train.eval_every` epochs and
+        at the last), last/best student weights and a checkpoint."""
+        accelerator, train = self.accelerator, self.recipe.train
         method_stats = self.method.end_epoch(epoch)
-        metrics = self._evaluate_student()
         self.state.epoch = epoch + 1
         self.state.batch_in_epoch = 0
-        improved = metrics["top1"] > self.state.best_top1
-        if improved:
-            self.state.best_top1, self.state.best_epoch = metrics["top1"], epoch
-        record = {
-            "epoch": epoch,
-            "step": self.state.global_step,
-            "val_top1": metrics["top1"],
-            "val_top5": metrics["top5"],
-            "val_loss": metrics["loss"],
-            "epoch_seconds": seconds,
-            **method_stats,
-        }
-        self._record(record, step=self.state.global_step)
-        accelerator.print(
-            f"epoch {epoch}: val top-1 {metrics['top1']:.2f} top-5 {metrics['top5']:.2f} "
-            f"({seconds:.0f}s)"
-        )
+        record = {"epoch": epoch, "step": self.state.global_step, "epoch_seconds": seconds}
+        improved = False
+        if (epoch + 1) % train.eval_every == 0 or epoch + 1 == train.epochs:
+            metrics = self._evaluate_student()
+            improved = metrics["top1"] > self.state.best_top1
+            if improved:
+                self.state.best_top1, self.state.best_epoch = metrics["top1"], epoch
+            record.update(
+                val_top1=metrics["top1"], val_top5=metrics["top5"], val_loss=metrics["loss"]
+            )
+            accelerator.print(
+                f"epoch {epoch}: val top-1 {metrics['top1']:.2f} top-5 {metrics['top5']:.2f} "
+                f"({seconds:.0f}s)"
+            )
+        self._record({**record, **method_stats}, step=self.state.global_step)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             student = accelerator.unwrap_model(self.student).model

@@ -15,12 +15,12 @@ WEIGHT_KINDS = (("logit", "logit-loss weight"), ("feature", "feature-loss weight
 
 
 def read_epochs(run_dir: Path) -> list[dict]:
-    """The per-epoch records of a run's metrics file (those carrying validation accuracy)."""
+    """The per-epoch records of a run's metrics file."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         raise MtkdrlError(f"RUN_DIR: {run_dir} has no metrics.jsonl (is it a run's output_dir?)")
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    epochs = [r for r in records if "val_top1" in r]
+    epochs = [r for r in records if "epoch_seconds" in r]
     if not epochs:
         raise MtkdrlError(f"RUN_DIR: {path} has no finished epoch yet")
     return epochs
@@ -67,7 +67,10 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         axis.set(title=f"{label} per teacher (mean ± std)", xlabel="epoch", ylabel="weight")
         axis.legend(fontsize=8)
     accuracy = axes[0][-1]
-    accuracy.plot(x, [r["val_top1"] for r in epochs], marker="o", color="black")
+    evaluated = [r for r in epochs if "val_top1" in r]
+    accuracy.plot(
+        [r["epoch"] for r in evaluated], [r["val_top1"] for r in evaluated], marker="o", color="k"
+    )
     accuracy.set(title="student val top-1", xlabel="epoch", ylabel="top-1 (%)")
     figure.suptitle(run_dir.name)
     figure.tight_layout()

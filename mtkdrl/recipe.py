@@ -101,6 +101,11 @@ class TrainConfig:
     eval_teachers: bool = True
     stop_after_steps: int | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("epochs", "grad_accum_steps", "log_every", "eval_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise MtkdrlError(f"train.{name} must be at least 1, got {getattr(self, name)}")
+
 
 @dataclass
 class Recipe:
