@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "cifar10_mtkdrl.yaml"
 
 ROWS: dict[str, list[str]] = {
-    "none": ["method.name=none"],
-    "avg": ["method.name=avg"],
+    "none": ["method.name=none", "method.options={}"],
+    "avg": ["method.name=avg", "method.options={}"],
     "mtkdrl (official)": ["method.name=mtkdrl"],
     "mtkdrl (official, dynamic)": ["method.name=mtkdrl", "method.options.dynamic=true"],
     "mtkdrl (reinforce)": ["method.name=mtkdrl", "method.options.agent_update=reinforce"],

@@ -6,7 +6,7 @@ Importing the package registers its CIFAR architectures (`*_cifar`) in timm's re
 __version__ = "0.1.0"
 
 from . import models  # noqa: F401  (registers the *_cifar architectures with timm)
-from .distill import Distiller, distill
+from .distiller import Distiller, distill
 from .errors import MtkdrlError
 from .methods import METHODS, WeightingStrategy, register_method
 from .pool import ModelOutputs, TeacherPool, create_model

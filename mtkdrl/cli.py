@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from .distill import main as distill_main
+from .distiller import main as distill_main
 from .evaluate import main as evaluate_main
 from .plot import main as plot_main
 

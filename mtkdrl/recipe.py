@@ -256,14 +256,19 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
         return value
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    if hint is float and isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
+    if hint is float and isinstance(value, str) and _is_float(value):
+        return float(value)  # YAML 1.1 reads `5e-4` (no dot) as a string
     if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
     raise MtkdrlError(
         f"recipe key {path!r} must be of type {hint.__name__}, "
         f"got {value!r} ({type(value).__name__})"
     )
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -45,6 +45,16 @@ def test_mistyped_values(tmp_path):
         Recipe.from_yaml(write(tmp_path, "train: {epochs: true}\n"))
 
 
+def test_exponent_without_dot_is_a_float(tmp_path):
+    """YAML 1.1 reads `5e-4` as a string; a float field takes it as the number it means."""
+    assert (
+        Recipe.from_yaml(write(tmp_path, "optim: {weight_decay: 5e-4}\n")).optim.weight_decay
+        == 5e-4
+    )
+    with pytest.raises(MtkdrlError, match=r"optim\.weight_decay.*float"):
+        Recipe.from_yaml(write(tmp_path, "optim: {weight_decay: tiny}\n"))
+
+
 def test_bare_no_means_the_string_no(tmp_path):
     """YAML 1.1 reads `no` as false; `mixed_precision: no` still means Accelerate's 'no'."""
     assert (
