@@ -43,6 +43,7 @@ from .metrics import evaluate_classifier
 from .optim import build_optimizer, build_scheduler
 from .pool import ModelOutputs, OutputsModel, TeacherPool, create_model, data_config_of
 from .recipe import ModelSpec, Recipe
+from .teacher_cache import open_for_run
 
 DRY_RUN_STEPS = 2
 DRY_RUN_BATCH = 2
@@ -138,6 +139,29 @@ class Distiller:
         if self.adapters is not None:
             params += list(self.adapters.parameters())
         self.optimizer = build_optimizer(params, recipe.optim)
+        self.cached_teachers = None
+        if not self.dry_run:
+            with_features = self.method.uses_teachers and self.method.uses_features
+            self.cached_teachers = open_for_run(
+                recipe,
+                self.data,
+                self.teachers,
+                teacher_probe,
+                with_features,
+                accelerator,
+                self.student_cfg,
+            )
+        self._apply_speedups()
+
+    def _apply_speedups(self) -> None:
+        """`train.channels_last` and `train.compile`, for the student and the teachers alike."""
+        train = self.recipe.train
+        if train.channels_last:
+            self.student.to(memory_format=torch.channels_last)
+            self.teachers.to(self.accelerator.device, memory_format=torch.channels_last)
+        if train.compile:
+            self.student = torch.compile(self.student)
+            self.teachers.compile()
 
     def _build_student(self, pretrained: bool) -> nn.Module:
         spec = self.recipe.student
@@ -188,16 +212,27 @@ class Distiller:
         return FeatureAdapters.build(student_map.shape[1], maps)
 
     # ------------------------------------------------------------------- a step
-    def _step(self, images: Tensor, labels: Tensor, epoch: int) -> StepResult:
-        """Forward, weights, loss, backward and (at accumulation boundaries) the optimizer step."""
+    def train_step(
+        self, images: Tensor, labels: Tensor, indices: Tensor | None, epoch: int
+    ) -> StepResult:
+        """Forward, weights, loss, backward and (at accumulation boundaries) the optimizer step.
+
+        `indices` (the samples' rows in the training split) address the teacher cache, if any.
+        """
         accelerator, method = self.accelerator, self.method
         use_teachers = method.uses_teachers
         use_features = use_teachers and method.uses_features
+        if self.recipe.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         models = [self.student] + ([self.adapters] if self.adapters is not None else [])
         with accelerator.accumulate(*models):
             with accelerator.autocast():
                 student_out = ModelOutputs(*self.student(images, use_features))
-                teacher_outs = self.teachers(images, use_features) if use_teachers else []
+                teacher_outs = []
+                if use_teachers and self.cached_teachers is not None:
+                    teacher_outs = self.cached_teachers(images, indices, epoch, use_features)
+                elif use_teachers:
+                    teacher_outs = self.teachers(images, use_features)
                 adapted = self.adapters(student_out.features) if use_features else []
             batch = self._terms(labels, student_out, teacher_outs, adapted)
             weights = method.weights(batch, epoch)
@@ -250,13 +285,27 @@ class Distiller:
     # ------------------------------------------------------------------ the run
     def run(self) -> dict:
         """Train (or dry-run) the recipe; returns the summary written to `summary.json`."""
+        self.build()
+        if self.dry_run:
+            return self._dry_run()
+        return self._train()
+
+    def build(self) -> None:
+        """The accelerator, student, teachers, method, adapters, optimizer and (unless a dry run)
+        the data, without training: what `run` starts with, and what a benchmark needs."""
         self._check_run_dir()
         self.accelerator = self._make_accelerator()
         set_seed(self.recipe.seed)
         self._build()
-        if self.dry_run:
-            return self._dry_run()
-        return self._train()
+
+    def prepare_without_data(self) -> None:
+        """Prepare student, optimizer and adapters for `train_step` on batches the caller makes
+        (dry runs and benchmarks); the LR schedule spans one step."""
+        self.scheduler = build_scheduler(self.optimizer, self.recipe.optim, 1, 1)
+        self.student, self.optimizer = self.accelerator.prepare(self.student, self.optimizer)
+        if self.adapters is not None:
+            self.adapters = self.accelerator.prepare(self.adapters)
+        self.student.train()
 
     def _check_run_dir(self) -> None:
         has_checkpoints = (self.run_dir / "checkpoints" / "latest").is_file()
@@ -274,18 +323,14 @@ class Distiller:
         """Two steps on random tensors of the right shape, with pretrained weights off."""
         batch_size = min(self.recipe.data.batch_size, DRY_RUN_BATCH)
         channels, height, width = self.student_cfg["input_size"]
-        self.scheduler = build_scheduler(self.optimizer, self.recipe.optim, 1, 1)
-        self.student, self.optimizer = self.accelerator.prepare(self.student, self.optimizer)
-        if self.adapters is not None:
-            self.adapters = self.accelerator.prepare(self.adapters)
-        self.student.train()
+        self.prepare_without_data()
         losses = []
         generator = torch.Generator().manual_seed(self.recipe.seed)
         for _ in range(DRY_RUN_STEPS):
             images = torch.randn(batch_size, channels, height, width, generator=generator)
             labels = torch.randint(0, self.num_classes, (batch_size,), generator=generator)
             device = self.accelerator.device
-            result = self._step(images.to(device), labels.to(device), epoch=0)
+            result = self.train_step(images.to(device), labels.to(device), None, epoch=0)
             losses.append(result.loss.item())
         if not all(math.isfinite(v) for v in losses):
             raise MtkdrlError(f"dry run produced a non-finite loss: {losses}")
@@ -348,24 +393,27 @@ class Distiller:
         teacher_results = self._teacher_results()
         self._print_plan()
         started = time.perf_counter()
-        while self.state.epoch < recipe.train.epochs:
-            epoch = self.state.epoch
-            epoch_started = time.perf_counter()
-            if not self._train_epoch(epoch):
-                accelerator.print(
-                    f"stopped after {self.state.global_step} steps (train.stop_after_steps)"
-                )
-                accelerator.end_training()
-                return {"stopped": True, "global_step": self.state.global_step}
-            self._end_epoch(epoch, time.perf_counter() - epoch_started)
-        summary = self._summary(teacher_results, time.perf_counter() - started)
-        accelerator.end_training()
-        return summary
+        try:
+            while self.state.epoch < recipe.train.epochs:
+                epoch = self.state.epoch
+                epoch_started = time.perf_counter()
+                if not self._train_epoch(epoch):
+                    accelerator.print(
+                        f"stopped after {self.state.global_step} steps (train.stop_after_steps)"
+                    )
+                    return {"stopped": True, "global_step": self.state.global_step}
+                self._end_epoch(epoch, time.perf_counter() - epoch_started)
+            return self._summary(teacher_results, time.perf_counter() - started)
+        finally:
+            if self.cached_teachers is not None:
+                self.cached_teachers.cache.close()
+            accelerator.end_training()
 
     def _train_epoch(self, epoch: int) -> bool:
         """One epoch from where the state says; False if `stop_after_steps` ended the run."""
         accelerator, train = self.accelerator, self.recipe.train
-        self.data.set_epoch(epoch)
+        view = self.cached_teachers.cache.view_of(epoch) if self.cached_teachers else None
+        self.data.set_epoch(epoch, view)
         self.student.train()
         if self.adapters is not None:
             self.adapters.train()
@@ -379,10 +427,10 @@ class Distiller:
             disable=not accelerator.is_local_main_process,
         )
         running = torch.zeros(5, device=accelerator.device)
-        for images, labels, _ in loader:
+        for images, labels, indices in loader:
             if self.state.batch_in_epoch >= self.batches_per_epoch:
                 break
-            result = self._step(images, labels, epoch)
+            result = self.train_step(images, labels, indices, epoch)
             running += torch.stack(
                 [
                     result.loss,
@@ -401,7 +449,7 @@ class Distiller:
                 self._log_steps(running, epoch, progress)
                 running.zero_()
             if train.checkpoint_every and self.state.global_step % train.checkpoint_every == 0:
-                self.checkpoints.save(self.state.global_step)
+                self._save_checkpoint()
             if train.stop_after_steps and self.state.global_step >= train.stop_after_steps:
                 progress.close()
                 return False
@@ -459,6 +507,12 @@ class Distiller:
             save_weights_atomic(student, self.run_dir / "student_last.safetensors", meta)
             if improved:
                 save_weights_atomic(student, self.run_dir / "student_best.safetensors", meta)
+        self._save_checkpoint()
+
+    def _save_checkpoint(self) -> None:
+        """A checkpoint of the loop, after the teacher cache's pages are on disk."""
+        if self.cached_teachers is not None:
+            self.cached_teachers.cache.flush()
         self.checkpoints.save(self.state.global_step)
 
     def _evaluate_student(self) -> dict[str, float]:
@@ -525,6 +579,7 @@ class Distiller:
             "train_seconds_this_session": seconds,
             "num_processes": self.accelerator.num_processes,
             "mixed_precision": self.accelerator.mixed_precision,
+            **self._cache_figures(),
             **_peak_memory(self.accelerator.device),
         }
         if self.accelerator.is_main_process:
@@ -534,6 +589,16 @@ class Distiller:
             f"(epoch {self.state.best_epoch}); outputs in {self.run_dir}"
         )
         return summary
+
+    def _cache_figures(self) -> dict:
+        if self.cached_teachers is None:
+            return {"teacher_cache": None}
+        cache = self.cached_teachers.cache
+        return {
+            "teacher_cache": str(cache.folder),
+            "teacher_cache_hits": cache.hits,
+            "teacher_cache_misses": cache.misses,
+        }
 
 
 def _peak_memory(device: torch.device) -> dict[str, float]:

@@ -8,6 +8,7 @@ pooled embedding (`pre_logits`) and its last-stage feature map, so CNNs and ViTs
 from __future__ import annotations
 
 import difflib
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,10 @@ class ModelOutputs:
     def float(self) -> ModelOutputs:
         features = None if self.features is None else self.features.float()
         return ModelOutputs(self.logits.float(), self.embedding.float(), features)
+
+    def clone(self) -> ModelOutputs:
+        features = None if self.features is None else self.features.clone()
+        return ModelOutputs(self.logits.clone(), self.embedding.clone(), features)
 
 
 def forward_outputs(model: nn.Module, images: Tensor, with_features: bool = True) -> ModelOutputs:
@@ -212,6 +217,7 @@ class TeacherPool:
 
     def __init__(self, teachers: list[nn.Module], names: list[str], student_cfg: dict) -> None:
         self.teachers = [t.eval().requires_grad_(False) for t in teachers]
+        self.runners: list[nn.Module] = [OutputsModel(t) for t in self.teachers]
         self.names = names
         self.adapters = [
             InputAdapter(student_cfg, data_config_of(t), _fixed_size(t)) for t in self.teachers
@@ -252,13 +258,34 @@ class TeacherPool:
             adapter.to(device)
         return self
 
-    @torch.no_grad()
     def __call__(self, images: Tensor, with_features: bool = True) -> list[ModelOutputs]:
-        """Every teacher's outputs for a student-normalised batch, in fp32, without gradients."""
-        return [
-            forward_outputs(teacher, adapter(images), with_features).float()
-            for teacher, adapter in zip(self.teachers, self.adapters, strict=True)
-        ]
+        """Every teacher's outputs for a student-normalised batch, in fp32, without gradients.
+
+        The forwards run in `inference_mode`; the outputs are cloned out of it so that the losses
+        may keep them for the student's backward pass.
+        """
+        with torch.inference_mode():
+            outputs = [
+                ModelOutputs(*runner(adapter(images), with_features)).float()
+                for runner, adapter in zip(self.runners, self.adapters, strict=True)
+            ]
+        return [out.clone() for out in outputs]
+
+    def compile(self) -> None:
+        """Run each teacher through `torch.compile` from now on."""
+        self.runners = [torch.compile(runner) for runner in self.runners]
+
+    def fingerprints(self) -> list[str]:
+        """A hash of each teacher's weights and buffers: what a cache of its outputs depends on."""
+        digests = []
+        for teacher in self.teachers:
+            digest = hashlib.sha256()
+            for name, tensor in sorted(teacher.state_dict().items()):
+                flat = tensor.detach().cpu().contiguous().reshape(-1)
+                digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+                digest.update(flat.view(torch.uint8).numpy().tobytes())
+            digests.append(digest.hexdigest())
+        return digests
 
     def check_inputs(self, student_cfg: dict, device: torch.device) -> list[ModelOutputs]:
         """One dummy batch through every teacher: proves the input sizes fit, and gives shapes."""

@@ -100,11 +100,32 @@ class TrainConfig:
     eval_every: int = 1
     eval_teachers: bool = True
     stop_after_steps: int | None = None
+    channels_last: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         for name in ("epochs", "grad_accum_steps", "log_every", "eval_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise MtkdrlError(f"train.{name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass
+class TeacherCacheConfig:
+    """Teacher outputs stored per (augmented view, sample) and replayed instead of recomputed.
+
+    Epoch `e` shows every sample its view `e mod views`, so the teachers run only during the first
+    `views` epochs (or never, once another run with the same teachers, data and transform has
+    filled the cache). `auto` caches where replay is exact (indexed, not streamed, data).
+    """
+
+    mode: Literal["auto", "on", "off"] = "auto"
+    views: int = 4
+    dir: str | None = None
+    feature_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+
+    def __post_init__(self) -> None:
+        if self.views < 1:
+            raise MtkdrlError(f"teacher_cache.views must be at least 1, got {self.views}")
 
 
 @dataclass
@@ -117,6 +138,7 @@ class Recipe:
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    teacher_cache: TeacherCacheConfig = field(default_factory=TeacherCacheConfig)
     output_dir: str = "runs/default"
     seed: int = 0
 
@@ -163,6 +185,7 @@ class Recipe:
         if self.data.data_files:
             self.data.data_files = {k: resolve(v) for k, v in self.data.data_files.items()}
         self.data.data_dir = resolve(self.data.data_dir)
+        self.teacher_cache.dir = resolve(self.teacher_cache.dir)
 
 
 def parse_value(text: str) -> Any:
@@ -238,8 +261,10 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
                 errors.append(str(err))
         raise MtkdrlError(errors[0])
     if origin is Literal:
-        if value is False and "no" in args:
-            return "no"  # YAML 1.1 reads a bare `no` as false (e.g. `mixed_precision: no`)
+        if isinstance(value, bool):
+            # YAML 1.1 reads bare `no`/`off` as false and `on`/`yes` as true
+            words = [w for w in YAML_BOOL_WORDS[value] if w in args]
+            value = words[0] if words else value
         if value not in args:
             choices = ", ".join(repr(a) for a in args)
             raise MtkdrlError(f"recipe key {path!r} must be one of {choices}, got {value!r}")
@@ -264,6 +289,9 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
         f"recipe key {path!r} must be of type {hint.__name__}, "
         f"got {value!r} ({type(value).__name__})"
     )
+
+
+YAML_BOOL_WORDS = {True: ("on", "yes", "true"), False: ("no", "off", "false")}
 
 
 def _is_float(text: str) -> bool:

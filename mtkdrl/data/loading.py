@@ -53,12 +53,16 @@ def _subset(dataset: Any, size: int | None, field: str) -> Any:
 
 
 class IndexedImages(Dataset):
-    """A map-style split: row `i` becomes `(transform(pixels, seed(epoch, i)), label, i)`."""
+    """A map-style split: row `i` becomes `(transform(pixels, seed(view, i)), label, i)`.
+
+    `view` is the epoch, or the epoch's replayed view when a teacher-output cache is on.
+    """
 
     def __init__(
         self, rows: Any, info: SplitInfo, transform: Transform, seed: int, cache_decoded: bool
     ) -> None:
-        self.transform, self.seed, self.epoch = transform, seed, 0
+        self.transform, self.seed, self.view = transform, seed, 0
+        self.fingerprint = getattr(rows, "_fingerprint", None)
         self.labels = np.asarray(rows[info.label_column], dtype=np.int64)
         self.images = rows.cast_column(info.image_column, datasets.Image(decode=False))
         self.image_column = info.image_column
@@ -77,18 +81,21 @@ class IndexedImages(Dataset):
         return to_pixels(self.images[index][self.image_column])
 
     def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
-        seed = sample_seed(self.seed, self.epoch, index)
+        seed = sample_seed(self.seed, self.view, index)
         return self.transform(self.pixels(index), seed), int(self.labels[index]), index
 
 
 class StreamedImages(IterableDataset):
-    """A streamed split (ImageNet scale): shuffled in a buffer per epoch, indexed by position."""
+    """A streamed split (ImageNet scale): shuffled in a buffer per epoch, indexed by position.
+
+    A position names a different image each epoch, so views cannot be replayed from a cache.
+    """
 
     def __init__(
         self, rows: Any, info: SplitInfo, transform: Transform, seed: int, size: int
     ) -> None:
         self.rows, self.info, self.transform = rows, info, transform
-        self.seed, self.epoch, self.size = seed, 0, size
+        self.seed, self.epoch, self.view, self.size = seed, 0, 0, size
 
     def __len__(self) -> int:
         return self.size
@@ -97,7 +104,7 @@ class StreamedImages(IterableDataset):
         stream = self.rows.shuffle(seed=self.seed, buffer_size=10_000)
         stream.set_epoch(self.epoch)
         for index, row in enumerate(stream):
-            seed = sample_seed(self.seed, self.epoch, index)
+            seed = sample_seed(self.seed, self.view, index)
             pixels = to_pixels(row[self.info.image_column])
             yield self.transform(pixels, seed), int(row[self.info.label_column]), index
 
@@ -118,19 +125,29 @@ class EpochShuffle(Sampler[int]):
 
 @dataclass
 class DataBundle:
-    """The run's loaders and what is known about the data set."""
+    """The run's loaders and what is known about the data set.
+
+    `train_set` and `sampler` (None when streamed) follow `set_epoch`; `replay_refusal` says why
+    the training views cannot be replayed by a teacher-output cache (None when they can).
+    """
 
     train_loader: DataLoader
     eval_loader: DataLoader
     num_classes: int
     label_names: list[str] | None
     train_size: int
-    epoch_aware: list[Any]
+    train_set: IndexedImages | StreamedImages
+    sampler: EpochShuffle | None
+    replay_refusal: str | None
 
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch's shuffle and augmentation (call before iterating the train loader)."""
-        for item in self.epoch_aware:
-            item.epoch = epoch
+    def set_epoch(self, epoch: int, view: int | None = None) -> None:
+        """Choose the epoch's shuffle and its augmented view (by default a fresh one, `epoch`);
+        call before iterating the train loader."""
+        if self.sampler is not None:
+            self.sampler.epoch = epoch
+        if isinstance(self.train_set, StreamedImages):
+            self.train_set.epoch = epoch
+        self.train_set.view = epoch if view is None else view
 
 
 def _train_loader(dataset: Dataset, cfg: DataConfig, seed: int, **batching) -> DataLoader:
@@ -185,16 +202,24 @@ def build_data(cfg: DataConfig, data_config: dict, seed: int) -> DataBundle:
     if cfg.streaming:
         train_set = StreamedImages(train_rows, info, transform, seed, _stream_size(cfg, train_rows))
         train_loader = _train_loader(train_set, cfg, seed, batch_size=cfg.batch_size)
-        epoch_aware: list[Any] = [train_set]
+        sampler = None
+        refusal = "a streamed split (data.streaming) puts other images at a position each epoch"
     else:
         train_set = IndexedImages(train_rows, info, transform, seed, cfg.cache_decoded)
         sampler = EpochShuffle(len(train_set), seed)
         batches = BatchSampler(sampler, cfg.batch_size, drop_last=len(train_set) > cfg.batch_size)
         train_loader = _train_loader(train_set, cfg, seed, batch_sampler=batches)
-        epoch_aware = [train_set, sampler]
+        refusal = None
     eval_loader = _eval_loader(cfg, eval_rows, info, data_config)
     if len(train_set) == 0:
         raise MtkdrlError(f"data.train_split: split {cfg.train_split!r} is empty")
     return DataBundle(
-        train_loader, eval_loader, info.num_classes, info.label_names, len(train_set), epoch_aware
+        train_loader,
+        eval_loader,
+        info.num_classes,
+        info.label_names,
+        len(train_set),
+        train_set,
+        sampler,
+        refusal,
     )

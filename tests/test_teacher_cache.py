@@ -1,0 +1,170 @@
+"""The teacher-output cache: exact replay of stored views, invalidation, and its refusals."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mtkdrl import Recipe, TeacherPool, distill
+from mtkdrl.data import build_data, sample_seed
+from mtkdrl.data.loading import to_pixels
+from mtkdrl.errors import MtkdrlError
+from mtkdrl.recipe import DataConfig, ModelSpec
+from mtkdrl.teacher_cache import CachedTeachers, CacheLayout, TeacherCache, cache_key
+
+CIFAR_CFG = {
+    "input_size": (3, 32, 32),
+    "mean": (0.4914, 0.4822, 0.4465),
+    "std": (0.2470, 0.2435, 0.2616),
+    "crop_pct": 1.0,
+    "interpolation": "bilinear",
+}
+
+
+def _pool(teacher_file) -> TeacherPool:
+    specs = [ModelSpec(name=f"resnet{d}_cifar", checkpoint=teacher_file(d)) for d in (20, 32)]
+    return TeacherPool.from_specs(specs, 10, CIFAR_CFG)
+
+
+def _cached(tmp_path: Path, pool: TeacherPool, bundle, views: int, dtype="float16"):
+    probe = pool.check_inputs(CIFAR_CFG, torch.device("cpu"))
+    layout = CacheLayout(
+        num_samples=bundle.train_size,
+        views=views,
+        num_classes=[10, 10],
+        embedding_dims=[int(p.embedding.shape[1]) for p in probe],
+        feature_shapes=[list(p.features.shape[1:]) for p in probe],
+        feature_dtype=dtype,
+        has_crops=True,
+    )
+    folder = TeacherCache.create_or_check(tmp_path / "cache", "ab" * 32, layout, {})
+    cache = TeacherCache.open(folder, layout, exclusive=True)
+    return CachedTeachers(pool, cache, seed=4, transform=bundle.train_set.transform)
+
+
+def test_cached_outputs_equal_fresh_teacher_outputs_for_the_same_views(
+    tmp_path, tiny_cifar, teacher_file
+):
+    """Fill views 0 and 1, then read them back in epochs 2 and 3 (other batches, same views)."""
+    cfg = DataConfig(data_files=tiny_cifar, train_transform="cifar", batch_size=16, num_workers=0)
+    bundle = build_data(cfg, CIFAR_CFG, seed=4)
+    pool = _pool(teacher_file)
+    cached = _cached(tmp_path, pool, bundle, views=2)
+    for epoch in range(4):
+        bundle.set_epoch(epoch, cached.cache.view_of(epoch))
+        for images, _, indices in bundle.train_loader:
+            replayed = cached(images, indices, epoch, with_features=True)
+            fresh = pool(images, with_features=True)
+            for got, want in zip(replayed, fresh, strict=True):
+                torch.testing.assert_close(got.logits, want.logits, rtol=0, atol=1e-5)
+                torch.testing.assert_close(got.embedding, want.embedding, rtol=0, atol=1e-5)
+                rounded = want.features.half().float()
+                torch.testing.assert_close(got.features, rounded, rtol=1e-3, atol=1e-3)
+    cache = cached.cache
+    assert cache.misses == 12 and cache.hits == 12  # 6 batches per epoch, views 0/1 filled once
+    assert cache.filled(0) == cache.filled(1) == 96
+
+    # the stored crop and flip are the view the loader showed: re-apply them to the pixels
+    transform = bundle.train_set.transform
+    for index in (0, 41, 95):
+        top, left, flip = (int(v) for v in cache.arrays["crops"][1, index])
+        view = type(transform.sample(0))(top, left, bool(flip))
+        pixels = to_pixels(bundle.train_set.images[index]["img"])
+        bundle.set_epoch(7, 1)
+        torch.testing.assert_close(transform.apply(pixels, view), bundle.train_set[index][0])
+        assert int(cache.arrays["seeds"][1, index]) == sample_seed(4, 1, index)
+    cache.close()
+
+
+def test_entry_with_another_seed_is_recomputed_not_misread(tmp_path, tiny_cifar, teacher_file):
+    cfg = DataConfig(data_files=tiny_cifar, train_transform="cifar", batch_size=16, num_workers=0)
+    bundle = build_data(cfg, CIFAR_CFG, seed=4)
+    cached = _cached(tmp_path, _pool(teacher_file), bundle, views=1, dtype="bfloat16")
+    images, _, indices = next(iter(bundle.train_loader))
+    rows = indices.numpy()
+    seeds = np.array([sample_seed(4, 0, int(i)) for i in rows], dtype=np.int64)
+    assert cached.cache.lookup(0, rows, seeds, images.device) is None
+    stored = cached(images, indices, 0, with_features=True)
+    again = cached.cache.lookup(0, rows, seeds, images.device)
+    assert again is not None and torch.equal(again[1].features, stored[1].features)
+    assert cached.cache.lookup(0, rows, seeds + 1, images.device) is None  # another view
+    with pytest.raises(MtkdrlError, match="in use by another run"):
+        TeacherCache.open(cached.cache.folder, cached.cache.layout, exclusive=True)
+    cached.cache.close()
+
+
+def test_a_cache_that_would_not_fit_is_refused_up_front(tmp_path):
+    layout = CacheLayout(
+        num_samples=10**9,
+        views=64,
+        num_classes=[1000],
+        embedding_dims=[2048],
+        feature_shapes=[[2048, 7, 7]],
+        feature_dtype="float16",
+        has_crops=False,
+    )
+    with pytest.raises(MtkdrlError, match=r"needs .* GB at .* but only .* is free.*views"):
+        TeacherCache.create_or_check(tmp_path, cache_key({"x": 1}), layout, {})
+    assert not any(tmp_path.iterdir())  # nothing half-made left behind
+
+
+def _weights(run: Path) -> dict:
+    return load_file(str(run / "student_last.safetensors"))
+
+
+def test_warm_cache_run_equals_the_run_that_filled_it(tmp_path, tiny_run):
+    """Views 0/1 replayed in epochs 2/3; a second run reads every step and ends identical."""
+    raw = tiny_run(tmp_path / "run", "mtkdrl", epochs=4)
+    raw["teacher_cache"] = {"views": 2, "dir": str(tmp_path / "cache")}
+    cold = distill(Recipe.from_dict(raw))
+    assert (cold["teacher_cache_misses"], cold["teacher_cache_hits"]) == (12, 12)
+    first = _weights(tmp_path / "run")
+    warm = distill(Recipe.from_dict(raw), overwrite=True)
+    assert (warm["teacher_cache_misses"], warm["teacher_cache_hits"]) == (0, 24)
+    assert warm["teacher_cache"] == cold["teacher_cache"]
+    for key, value in _weights(tmp_path / "run").items():
+        assert torch.equal(value, first[key]), key
+
+
+def test_fp32_cache_within_its_views_equals_an_uncached_run(tmp_path, tiny_run):
+    raw = tiny_run(tmp_path / "cached", "avg", epochs=2)
+    raw["teacher_cache"] = {"views": 2, "feature_dtype": "float32"}
+    assert distill(Recipe.from_dict(raw))["teacher_cache_misses"] == 12
+    plain = tiny_run(tmp_path / "plain", "avg", epochs=2)
+    plain["teacher_cache"] = {"mode": "off"}
+    assert distill(Recipe.from_dict(plain))["teacher_cache"] is None
+    cached, uncached = _weights(tmp_path / "cached"), _weights(tmp_path / "plain")
+    assert all(torch.equal(cached[k], uncached[k]) for k in uncached)
+
+
+def test_changing_teachers_data_or_transform_gives_a_new_cache(tmp_path, tiny_run, teacher_file):
+    def folder(**changes) -> str:
+        raw = tiny_run(tmp_path / "run", "avg", epochs=1, eval_teachers=False)
+        raw["teacher_cache"] = {"dir": str(tmp_path / "cache")}
+        for section, values in changes.items():
+            if section == "teachers":
+                raw["teachers"][1] = values
+            else:
+                raw[section].update(values)
+        return distill(Recipe.from_dict(raw), overwrite=True)["teacher_cache"]
+
+    base = folder()
+    assert folder() == base  # same inputs: the same cache
+    others = {
+        folder(teachers={"name": "resnet44_cifar", "checkpoint": teacher_file(44)}),
+        folder(data={"train_subset": 64}),
+        folder(data={"train_transform": "timm"}),
+    }
+    assert base not in others and len(others) == 3
+
+
+def test_streamed_data_cannot_be_replayed(tmp_path, tiny_run):
+    raw = tiny_run(tmp_path / "run", "avg", epochs=1)
+    raw["data"].update(streaming=True, train_subset=32)
+    raw["teacher_cache"] = {"mode": "on"}
+    with pytest.raises(MtkdrlError, match=r"teacher_cache.mode=on cannot replay.*streamed"):
+        distill(Recipe.from_dict(raw))
+    raw["teacher_cache"] = {"mode": "auto"}
+    assert distill(Recipe.from_dict(raw), overwrite=True)["teacher_cache"] is None
