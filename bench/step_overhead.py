@@ -3,10 +3,10 @@
 (a) `bare`: only the unavoidable work, written inline — M teacher forwards under no_grad, one
 student forward/backward/SGD step on CE + α·mean_k KL_k + β·mean_k MSE_k (through the same
 feature adapters); (b) mtkdrl's `avg` step; then every other shipped method through
-`Distiller.train_step`. Each (row, round) runs in a fresh process, rounds alternate the rows so
-that drift on a shared machine spreads over all of them; time is the median step over every
-round's timed steps, memory the process's peak resident set (and its growth during the steps).
-Ratios are to (a) and to (b), from this one run.
+`Distiller.train_step`. Time: every row is built in one process and stepped in turn, so drift on
+a shared machine falls on all rows alike; the figure is the median step. Memory: the peak
+resident set of a fresh process running one row alone. Ratios are to (a) and to (b), from this
+one run.
 
     python bench/step_overhead.py --setup cifar10 --batch-size 128
     python bench/step_overhead.py --setup timm224 --batch-size 8
@@ -79,11 +79,6 @@ def recipe_dict(setup: str, row: str, batch_size: int, out: Path) -> dict:
     }
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 def bare_step(distiller, optimizer, images, labels) -> None:
     """The inline reference: what any multi-teacher KD step must do, and nothing else."""
     method = distiller.recipe.method
@@ -113,63 +108,88 @@ def bare_step(distiller, optimizer, images, labels) -> None:
     optimizer.step()
 
 
-def child(args: argparse.Namespace) -> None:
-    """One row, one round: build, warm up, time `--steps` steps; print a JSON line."""
-    from mtkdrl import Recipe
-    from mtkdrl.distiller import Distiller
-    from mtkdrl.optim import build_optimizer
+class Row:
+    """One row built and ready to step: a Distiller (or the bare loop on its models)."""
 
-    torch.set_num_threads(args.threads)
-    recipe = Recipe.from_dict(recipe_dict(args.setup, args.row, args.batch_size, Path(args.out)))
-    distiller = Distiller(recipe, dry_run=True)
-    distiller.build()
-    bare = args.row == "bare"
-    if bare:
-        params = [*distiller.student.parameters(), *distiller.adapters.parameters()]
-        optimizer = build_optimizer(params, recipe.optim)
-        distiller.student.train()
-    else:
-        distiller.prepare_without_data()
-    channels, height, width = distiller.student_cfg["input_size"]
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randn(args.batch_size, channels, height, width, generator=generator)
-    labels = torch.randint(0, recipe.data.num_classes, (args.batch_size,), generator=generator)
-    epoch = 1  # past any warm-up: the agent acts and learns
+    def __init__(self, name: str, args: argparse.Namespace) -> None:
+        from mtkdrl import Recipe
+        from mtkdrl.distiller import Distiller
+        from mtkdrl.optim import build_optimizer
 
-    def step() -> None:
-        if bare:
-            bare_step(distiller, optimizer, images, labels)
+        out = Path(args.work) / name.replace(" ", "_")
+        recipe = Recipe.from_dict(recipe_dict(args.setup, name, args.batch_size, out))
+        self.name, self.bare = name, name == "bare"
+        self.distiller = Distiller(recipe, dry_run=True)
+        self.distiller.build()
+        if self.bare:
+            params = [*self.distiller.student.parameters(), *self.distiller.adapters.parameters()]
+            self.optimizer = build_optimizer(params, recipe.optim)
+            self.distiller.student.train()
         else:
-            distiller.train_step(images, labels, None, epoch)
+            self.distiller.prepare_without_data()
+        channels, height, width = self.distiller.student_cfg["input_size"]
+        generator = torch.Generator().manual_seed(0)
+        self.images = torch.randn(args.batch_size, channels, height, width, generator=generator)
+        self.labels = torch.randint(
+            0, recipe.data.num_classes, (args.batch_size,), generator=generator
+        )
 
+    def step(self) -> float:
+        started = time.perf_counter()
+        if self.bare:
+            bare_step(self.distiller, self.optimizer, self.images, self.labels)
+        else:  # epoch 1: past any warm-up, so the agent acts and learns
+            self.distiller.train_step(self.images, self.labels, None, epoch=1)
+        return time.perf_counter() - started
+
+    def epoch_end(self) -> float:
+        """The official agent replays its stored batches at each epoch's end: time that too."""
+        started = time.perf_counter()
+        if not self.bare:
+            self.distiller.method.end_epoch(1)
+        return time.perf_counter() - started
+
+
+def child_time(args: argparse.Namespace) -> None:
+    """Every row in this one process, stepped in turn (order rotating each step), so that drift
+    on a shared machine falls on all rows alike; prints one JSON line of step times."""
+    rows = [Row(name, args) for name in args.rows]
     for _ in range(args.warmup):
-        step()
-    before = rss_mb()
-    times = []
-    for _ in range(args.steps):
-        started = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - started)
-    replay = 0.0
-    if not bare:  # the official agent replays its stored batches at each epoch's end
-        started = time.perf_counter()
-        distiller.method.end_epoch(epoch)
-        replay = time.perf_counter() - started
+        for row in rows:
+            row.step()
+    times: dict[str, list[float]] = {row.name: [] for row in rows}
+    for index in range(args.steps):
+        shift = index % len(rows)
+        for row in rows[shift:] + rows[:shift]:
+            times[row.name].append(row.step())
+    replay = {row.name: row.epoch_end() for row in rows}
+    print(json.dumps({"times": times, "replay": replay}))
+
+
+def child_memory(args: argparse.Namespace) -> None:
+    """One row alone in this process: its peak resident set after warm-up and a few steps."""
+    row = Row(args.row, args)
+    for _ in range(args.warmup + args.memory_steps):
+        row.step()
+    row.epoch_end()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"times": times, "rss_before": before, "peak": peak, "replay": replay}))
+    print(json.dumps({"peak": peak}))
 
 
-def run_row(row: str, args: argparse.Namespace, work: Path) -> dict:
+def run_child(mode: str, args: argparse.Namespace, row: str | None = None) -> dict:
     command = [
-        sys.executable, __file__, "--child", "--setup", args.setup, "--row", row,
+        sys.executable, __file__, "--child", mode, "--setup", args.setup,
         "--batch-size", str(args.batch_size), "--steps", str(args.steps),
         "--warmup", str(args.warmup), "--threads", str(args.threads),
-        "--out", str(work / row.replace(" ", "_")),
+        "--memory-steps", str(args.memory_steps), "--work", str(args.work),
+        "--rows", *([row] if row else args.rows),
     ]  # fmt: skip
+    if row:
+        command += ["--row", row]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
-        raise SystemExit(f"{row} failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"{mode} {row or ''} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -177,70 +197,53 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setup", choices=sorted(SETUPS), default="cifar10")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=12, help="timed steps per round")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=24, help="timed steps per row")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--memory-steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--rows", nargs="*", default=list(ROWS))
+    parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--work", default=f"/tmp/mtkdrl_step_overhead_{os.getpid()}")
+    parser.add_argument("--child", choices=["time", "memory"], help=argparse.SUPPRESS)
     parser.add_argument("--row", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.child:
-        child(args)
+        (child_time if args.child == "time" else child_memory)(args)
         return
-    work = Path("/tmp") / f"mtkdrl_step_overhead_{os.getpid()}"
-    results: dict[str, dict] = {
-        row: {"times": [], "peaks": [], "growth": [], "replay": []} for row in args.rows
-    }
-    for _ in range(args.rounds):
-        for row in args.rows:
-            figures = run_row(row, args, work)
-            results[row]["times"] += figures["times"]
-            results[row]["peaks"].append(figures["peak"])
-            results[row]["growth"].append(figures["peak"] - figures["rss_before"])
-            results[row]["replay"].append(figures["replay"])
+    timing = run_child("time", args)
     summary = {
         row: {
-            "median_step_s": statistics.median(r["times"]),
-            "steps": len(r["times"]),
-            "peak_rss_mb": max(r["peaks"]),
-            "step_growth_mb": max(r["growth"]),
-            "epoch_end_replay_s": max(r["replay"]),
+            "median_step_s": statistics.median(timing["times"][row]),
+            "steps": len(timing["times"][row]),
+            "epoch_end_replay_s": timing["replay"][row],
+            "peak_rss_mb": run_child("memory", args, row)["peak"],
         }
-        for row, r in results.items()
+        for row in args.rows
     }
     print(
-        f"setup {args.setup}, batch {args.batch_size}, {args.threads} threads, fp32, "
-        f"{args.rounds} rounds x {args.steps} timed steps per row (median)"
+        f"setup {args.setup}, batch {args.batch_size}, {args.threads} threads, fp32; time: median "
+        f"of {args.steps} steps per row, rows interleaved in one process; memory: peak resident "
+        "set of a process running that row alone"
     )
-    header = (
-        "| row | step (s) | vs bare | vs avg | peak RSS (MB) | vs bare | vs avg "
-        "| RSS growth in steps (MB) | vs bare | vs avg |"
-    )
-    print(header + "\n|" + " --- |" * 10)
+    print("| row | step (s) | vs bare | vs avg | peak RSS (MB) | vs bare | vs avg |")
+    print("|" + " --- |" * 7)
     bare, avg = summary.get("bare"), summary.get("avg")
     for row, s in summary.items():
         cells = [row, f"{s['median_step_s']:.4f}"]
-        for key in ("median_step_s",):
-            cells += [_ratio(s, bare, key), _ratio(s, avg, key)]
-        cells += [
-            f"{s['peak_rss_mb']:.0f}",
-            _ratio(s, bare, "peak_rss_mb"),
-            _ratio(s, avg, "peak_rss_mb"),
-        ]
-        cells += [
-            f"{s['step_growth_mb']:.0f}",
-            _ratio(s, bare, "step_growth_mb"),
-            _ratio(s, avg, "step_growth_mb"),
-        ]
+        cells += [_ratio(s, bare, "median_step_s"), _ratio(s, avg, "median_step_s")]
+        cells += [f"{s['peak_rss_mb']:.0f}", _ratio(s, bare, "peak_rss_mb")]
+        cells += [_ratio(s, avg, "peak_rss_mb")]
         print("| " + " | ".join(cells) + " |")
+    replays = {
+        row: s["epoch_end_replay_s"] for row, s in summary.items() if s["epoch_end_replay_s"] > 0.01
+    }
+    if replays:
+        print("epoch-end agent replay (s, once per epoch): " + json.dumps(replays))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps({"args": vars(args) | {"json": str(args.json)}, "rows": summary}, indent=2)
-        )
+        record = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": summary}
+        args.json.write_text(json.dumps(record, indent=2))
 
 
 def _ratio(row: dict, base: dict | None, key: str) -> str:

@@ -27,6 +27,7 @@ class TrainingState:
     batch_in_epoch: int = 0
     global_step: int = 0
     best_top1: float = -1.0
+    best_top5: float = -1.0
     best_epoch: int = -1
 
     def state_dict(self) -> dict:

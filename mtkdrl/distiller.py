@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from . import __version__
 from .checkpoint import CheckpointManager, TrainingState, append_jsonl, save_weights_atomic
 from .data import DataBundle, build_data
-from .errors import MtkdrlError
+from .errors import MtkdrlError, exit_code
+from .hardware import machine_info
 from .losses import FeatureAdapters, feature_mse_per_sample, kl_per_sample, stack_teacher_terms
 from .methods import (
     DistillBatch,
@@ -492,6 +493,7 @@ class Distiller:
             improved = metrics["top1"] > self.state.best_top1
             if improved:
                 self.state.best_top1, self.state.best_epoch = metrics["top1"], epoch
+                self.state.best_top5 = metrics["top5"]
             record.update(
                 val_top1=metrics["top1"], val_top5=metrics["top5"], val_loss=metrics["loss"]
             )
@@ -574,11 +576,13 @@ class Distiller:
             "last_top1": last["top1"],
             "last_top5": last["top5"],
             "best_top1": self.state.best_top1,
+            "best_top5": self.state.best_top5,
             "best_epoch": self.state.best_epoch,
             "global_steps": self.state.global_step,
             "train_seconds_this_session": seconds,
             "num_processes": self.accelerator.num_processes,
             "mixed_precision": self.accelerator.mixed_precision,
+            "hardware": machine_info(),
             **self._cache_figures(),
             **_peak_memory(self.accelerator.device),
         }
@@ -662,12 +666,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        distill(args.recipe, args.overrides, args.resume, args.overwrite, args.dry_run)
-    except MtkdrlError as err:
-        print(f"mtkdrl: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_code(
+        lambda: distill(args.recipe, args.overrides, args.resume, args.overwrite, args.dry_run)
+    )
 
 
 if __name__ == "__main__":

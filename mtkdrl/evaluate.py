@@ -11,7 +11,7 @@ import torch
 
 from . import models  # noqa: F401  (registers the *_cifar architectures)
 from .data import build_eval_loader, load_splits
-from .errors import MtkdrlError
+from .errors import MtkdrlError, exit_code
 from .metrics import evaluate_classifier
 from .pool import create_model, data_config_of
 from .recipe import DataConfig, ModelSpec
@@ -85,18 +85,17 @@ def main(argv: list[str] | None = None) -> int:
         eval_batch_size=args.batch_size,
         num_workers=args.num_workers,
     )
-    try:
+
+    def job() -> None:
         result = evaluate_model(spec, data, args.precision)
-    except MtkdrlError as err:
-        print(f"mtkdrl: error: {err}", file=sys.stderr)
-        return 2
-    print(
-        f"{result['model']}: top-1 {result['top1']:.2f}  top-5 {result['top5']:.2f}  "
-        f"({result['count']} images, split {result['split']})"
-    )
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
-    return 0
+        print(
+            f"{result['model']}: top-1 {result['top1']:.2f}  top-5 {result['top5']:.2f}  "
+            f"({result['count']} images, split {result['split']})"
+        )
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=2))
+
+    return exit_code(job)
 
 
 if __name__ == "__main__":

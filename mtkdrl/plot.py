@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import MtkdrlError
+from .errors import MtkdrlError, exit_code
 
 WEIGHT_KINDS = (("logit", "logit-loss weight"), ("feature", "feature-loss weight"))
 
@@ -85,13 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", help="a run's output_dir")
     parser.add_argument("--out", help="PNG path (default RUN_DIR/teacher_weights.png)")
     args = parser.parse_args(argv)
-    try:
-        target = plot_run(args.run_dir, args.out)
-    except MtkdrlError as err:
-        print(f"mtkdrl: error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {target}")
-    return 0
+    return exit_code(lambda: print(f"wrote {plot_run(args.run_dir, args.out)}"))
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def teacher_file(shared_data: Path):
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_run(tiny_cifar, teacher_file):
     """Raw recipe data for a short real run: two shared teachers, the tiny CIFAR-10 slices."""
 

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from mtkdrl import Recipe, distill
+from mtkdrl.distiller import Distiller
 from mtkdrl.errors import MtkdrlError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,6 +119,24 @@ def test_seeded_runs_are_reproducible_in_bf16(tmp_path, tiny_recipe):
     a = load_file(str(tmp_path / "a" / "student_last.safetensors"))
     b = load_file(str(tmp_path / "b" / "student_last.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_channels_last_trains_like_the_default_layout(tmp_path, tiny_recipe):
+    """NHWC student and teachers: the same losses up to float reordering, weights stay NHWC."""
+    losses = {}
+    for layout in (False, True):
+        recipe = tiny_recipe(tmp_path / str(layout), epochs=1, stop_after_steps=4)
+        recipe.train.channels_last = layout
+        recipe.teacher_cache.mode = "off"
+        distiller = Distiller(recipe)
+        assert distiller.run()["stopped"]
+        records = (tmp_path / str(layout) / "metrics.jsonl").read_text().splitlines()
+        losses[layout] = [json.loads(line)["loss"] for line in records]
+        conv = distiller.teachers.teachers[0].conv1.weight
+        assert conv.is_contiguous(memory_format=torch.channels_last) == layout
+    assert len(losses[True]) == 2
+    assert losses[True][0] == pytest.approx(losses[False][0], rel=1e-4)  # steps 1-2
+    assert losses[True][1] == pytest.approx(losses[False][1], rel=1e-2)  # SGD amplifies rounding
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)

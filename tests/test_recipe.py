@@ -55,14 +55,27 @@ def test_exponent_without_dot_is_a_float(tmp_path):
         Recipe.from_yaml(write(tmp_path, "optim: {weight_decay: tiny}\n"))
 
 
-def test_bare_no_means_the_string_no(tmp_path):
-    """YAML 1.1 reads `no` as false; `mixed_precision: no` still means Accelerate's 'no'."""
-    assert (
-        Recipe.from_yaml(write(tmp_path, "train: {mixed_precision: no}\n")).train.mixed_precision
-        == "no"
-    )
-    recipe = Recipe.from_yaml(write(tmp_path, "seed: 1\n"), ["train.mixed_precision=no"])
-    assert recipe.train.mixed_precision == "no"
+@pytest.mark.parametrize(
+    ("section", "key", "word"),
+    [
+        ("train", "mixed_precision", "no"),
+        ("teacher_cache", "mode", "off"),
+        ("teacher_cache", "mode", "on"),
+    ],
+)
+def test_bare_yaml_booleans_mean_their_words(tmp_path, section, key, word):
+    """YAML 1.1 reads `no`/`off`/`on` as booleans; where a key takes those words, they mean them."""
+    written = Recipe.from_yaml(write(tmp_path, f"{section}: {{{key}: {word}}}\n"))
+    overridden = Recipe.from_yaml(write(tmp_path, "seed: 1\n"), [f"{section}.{key}={word}"])
+    for recipe in (written, overridden):
+        assert getattr(getattr(recipe, section), key) == word
+
+
+def test_cache_settings_are_checked(tmp_path):
+    with pytest.raises(MtkdrlError, match=r"teacher_cache.views must be at least 1"):
+        Recipe.from_yaml(write(tmp_path, "seed: 1\n"), ["teacher_cache.views=0"])
+    with pytest.raises(MtkdrlError, match=r"'teacher_cache.mode' must be one of"):
+        Recipe.from_yaml(write(tmp_path, "seed: 1\n"), ["teacher_cache.mode=sometimes"])
 
 
 def test_overrides(tmp_path):

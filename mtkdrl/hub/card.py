@@ -1,0 +1,350 @@
+"""The model card (README.md) of an exported student: Hub front matter and a Markdown body.
+
+The front matter comes from `huggingface_hub.ModelCardData` (so `model-index` has the shape the
+Hub validates); the body fills the template `templates/model_card.md` with `string.Template`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from string import Template
+
+import timm
+from huggingface_hub import EvalResult, ModelCardData
+
+from .. import __version__
+from ..errors import MtkdrlError
+from ..hardware import machine_info
+from ..recipe import DataConfig
+from .lineage import base_model, provenance
+from .run import FinishedRun, Reference, Score, Which, eval_data_of
+
+TEMPLATE = files("mtkdrl.hub") / "templates" / "model_card.md"
+PLOT_NAME = "teacher_weights.png"
+TAGS = ["image-classification", "timm", "knowledge-distillation", "mtkdrl"]
+METHODS = {
+    "none": "no distillation (the student alone, cross-entropy only)",
+    "kd": "KD (Hinton et al., 2015) from one teacher",
+    "avg": "AVER (every teacher weighted 1/K)",
+    "mtkdrl": "MTKD-RL (Yang et al., AAAI 2025: an agent sets per-sample teacher weights)",
+}
+MTKDRL_CITATION = """## Citation
+
+The distillation method, MTKD-RL:
+
+```bibtex
+@inproceedings{yang2025mtkdrl,
+  title     = {Multi-Teacher Knowledge Distillation with Reinforcement Learning
+               for Visual Recognition},
+  author    = {Yang, C. and Yu, X. and Yang, H. and An, Z. and Yu, C. and Huang, L. and Xu, Y.},
+  booktitle = {Proceedings of the AAAI Conference on Artificial Intelligence},
+  volume    = {39},
+  number    = {9},
+  year      = {2025},
+  doi       = {10.1609/aaai.v39i9.32990},
+  eprint    = {2502.18510},
+  archivePrefix = {arXiv}
+}
+```"""
+
+
+@dataclass
+class CardContext:
+    """Everything a card says that is not in the run directory itself."""
+
+    repo_id: str
+    run: FinishedRun
+    score: Score
+    which: Which
+    architecture: str
+    num_params: int
+    license: str = "apache-2.0"
+    dataset_id: str | None = None
+    dataset_name: str | None = None
+    references: list[Reference] = field(default_factory=list)
+    plot: bool = False
+
+    @property
+    def dataset(self) -> str:
+        """The data set's display name in the card."""
+        return dataset_display(self.run.recipe.data, self.dataset_id, self.dataset_name)
+
+
+def dataset_display(data: DataConfig, dataset_id: str | None, dataset_name: str | None) -> str:
+    """A data set's display name: the one given, else its Hub id, else its data folder's name."""
+    if dataset_name or dataset_id:
+        return dataset_name or dataset_id
+    if data.name == "parquet" and data.data_files and data.eval_split in data.data_files:
+        return Path(data.data_files[data.eval_split]).parent.name
+    if data.name == "imagefolder" and data.data_dir:
+        return Path(data.data_dir).name
+    return data.name
+
+
+def is_mtkdrl_architecture(architecture: str) -> bool:
+    """True for the architectures `import mtkdrl` registers in timm (the `*_cifar` zoo)."""
+    if not timm.is_model(architecture):
+        return False
+    return timm.models.model_entrypoint(architecture).__module__.startswith("mtkdrl.")
+
+
+def front_matter(ctx: CardContext) -> ModelCardData:
+    """Hub metadata: library, licence, tags, data set, base model and the measured accuracy."""
+    dataset_type = ctx.dataset_id or ctx.dataset
+    results = [
+        EvalResult(
+            task_type="image-classification",
+            task_name="Image Classification",
+            dataset_type=dataset_type,
+            dataset_name=ctx.dataset,
+            dataset_split=ctx.score.split,
+            metric_type="accuracy",
+            metric_value=round(value, 2),
+            metric_name=name,
+        )
+        for name, value in (("Top-1 Accuracy", ctx.score.top1), ("Top-5 Accuracy", ctx.score.top5))
+        if value is not None
+    ]
+    tags = list(TAGS)
+    if len(ctx.run.recipe.teachers) > 1:
+        tags.append("multi-teacher-distillation")
+    return ModelCardData(
+        library_name="timm",
+        pipeline_tag="image-classification",
+        license=ctx.license,
+        tags=tags,
+        datasets=[ctx.dataset_id] if ctx.dataset_id else None,
+        base_model=base_model(ctx.run.recipe.student),
+        metrics=["accuracy"],
+        model_name=ctx.repo_id.split("/", 1)[1],
+        eval_results=results,
+    )
+
+
+def render_card(ctx: CardContext, template: Path | None = None) -> str:
+    """The README.md text of an export, from the packaged template or the one given."""
+    if template is not None and not Path(template).is_file():
+        raise MtkdrlError(f"--template: no such file: {template}")
+    text = Path(template).read_text() if template else TEMPLATE.read_text()
+    method = ctx.run.recipe.method.name
+    sections = dict(
+        front_matter=front_matter(ctx).to_yaml(),
+        title=ctx.repo_id.split("/", 1)[1],
+        intro=_intro(ctx),
+        results=_results(ctx),
+        usage=_usage(ctx),
+        lineage=_lineage(ctx),
+        teacher_weights=_teacher_weights(ctx),
+        training=_training(ctx),
+        recipe=ctx.run.recipe_text.rstrip(),
+        software=_software(ctx),
+        license=_license(ctx),
+        citation=MTKDRL_CITATION if method == "mtkdrl" else "",
+    )
+    try:
+        body = Template(text).substitute(sections)
+    except (KeyError, ValueError) as err:
+        raise MtkdrlError(
+            f"--template {template}: bad placeholder {err}; "
+            f"valid: {', '.join('$' + key for key in sections)} ($$ for a dollar sign)"
+        ) from None
+    return re.sub(r"\n{3,}", "\n\n", body).rstrip() + "\n"
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _intro(ctx: CardContext) -> str:
+    method = ctx.run.recipe.method.name
+    teachers = len(ctx.run.recipe.teachers)
+    after = " after `import mtkdrl`" if is_mtkdrl_architecture(ctx.architecture) else ""
+    source = f"from {teachers} teacher{'s' * (teachers != 1)} " if teachers else ""
+    how = "trained " if method == "none" else f"distilled {source}"
+    return (
+        f"A `{ctx.architecture}` image classifier ({ctx.num_params / 1e6:.2f} M parameters) for "
+        f"{ctx.dataset}, {how}with {METHODS.get(method, method)} "
+        f"by mtkdrl {ctx.run.summary.get('mtkdrl_version', 'unknown version')}. "
+        f"It is a plain timm model: `timm.create_model('hf-hub:{ctx.repo_id}', pretrained=True)` "
+        f"loads it{after}."
+    )
+
+
+def _budget(run: FinishedRun) -> str:
+    return f"{run.summary.get('epochs', '?')} epochs, {run.summary.get('global_steps', '?')} steps"
+
+
+def _results(ctx: CardContext) -> str:
+    rows = [
+        "| model | role | top-1 (%) | top-5 (%) | training budget |",
+        "| --- | --- | --- | --- | --- |",
+        f"| **this model** (`{ctx.architecture}`, {ctx.which} weights) | student, "
+        f"{ctx.run.recipe.method.name} | **{_percent(ctx.score.top1)}** | "
+        f"{_percent(ctx.score.top5)} | {_budget(ctx.run)} |",
+    ]
+    for teacher in ctx.run.teachers:
+        rows.append(
+            f"| `{teacher['name']}` | teacher | {_percent(teacher.get('top1'))} | "
+            f"{_percent(teacher.get('top5'))} | — |"
+        )
+    for ref in ctx.references:
+        method = ref.run.recipe.method.name
+        rows.append(
+            f"| `{ref.run.recipe.student.name}` (run `{ref.run.run_dir.name}`) | reference "
+            f"{ref.label}: {METHODS.get(method, method)} | {_percent(ref.score.top1)} | "
+            f"{_percent(ref.score.top5)} | {_budget(ref.run)} |"
+        )
+    count = f" ({ctx.score.count} images)" if ctx.score.count else ""
+    notes = [
+        f"Accuracy on {eval_data_of(ctx.run.recipe.data)}{count}. The student's figures are "
+        f"{ctx.score.source}."
+    ]
+    if ctx.run.teachers:
+        notes.append("The teachers' were measured by the run on the same images (`teachers.json`).")
+    if ctx.references:
+        notes.append("References are other runs on the same evaluation data, at their best epoch.")
+    elif ctx.run.recipe.method.name != "none":
+        notes.append("No no-distillation or AVER reference run was given for this export.")
+    return "\n".join(rows) + "\n\n" + " ".join(notes)
+
+
+def _usage(ctx: CardContext) -> str:
+    ours = is_mtkdrl_architecture(ctx.architecture)
+    install = "pip install mtkdrl  # brings timm" if ours else "pip install timm"
+    register = (
+        "import mtkdrl  # registers the *_cifar architectures in timm: import it first\n"
+        if ours
+        else ""
+    )
+    return f"""```bash
+{install}
+```
+
+```python
+{register}import timm
+import torch
+from PIL import Image
+
+model = timm.create_model("hf-hub:{ctx.repo_id}", pretrained=True).eval()
+config = timm.data.resolve_data_config({{}}, model=model)  # the preprocessing it was trained with
+transform = timm.data.create_transform(**config)
+image = Image.open("image.png").convert("RGB")
+with torch.no_grad():
+    probabilities = model(transform(image).unsqueeze(0)).softmax(dim=-1)
+names = model.pretrained_cfg.get("label_names")
+```"""
+
+
+def _lineage(ctx: CardContext) -> str:
+    recipe = ctx.run.recipe
+    method = recipe.method
+    options = f", options `{json.dumps(method.options, sort_keys=True)}`" if method.options else ""
+    student = provenance(recipe.student)
+    loss = (
+        "cross-entropy only"
+        if method.name == "none"
+        else f"CE + {method.alpha:g}·Σ w·KL(T = {method.temperature:g}) + "
+        f"{method.beta:g}·Σ v·MSE(adapted features), w and v the teachers' weights"
+    )
+    lines = [
+        f"- **Method**: `{method.name}`, {METHODS.get(method.name, 'a registered method')}; "
+        f"loss {loss}{options}.",
+        f"- **Student**: `{recipe.student.name}`, {student.source}.",
+        f"- **Training data**: {_train_data(ctx)}.",
+    ]
+    if not recipe.teachers:
+        return "\n".join(lines)
+    table = ["| teacher | weights | licence |", "| --- | --- | --- |"]
+    for spec in recipe.teachers:
+        origin = provenance(spec)
+        table.append(f"| `{spec.name}` | {origin.source} | {origin.license} |")
+    role = (
+        "evaluated only: the `none` method does not distil from them"
+        if method.name == "none"
+        else "frozen during distillation"
+    )
+    return "\n".join(lines) + f"\n\nTeachers ({role}):\n\n" + "\n".join(table)
+
+
+def _train_data(ctx: CardContext) -> str:
+    data = ctx.run.recipe.data
+    if data.name == "parquet" and data.data_files and data.train_split in data.data_files:
+        path = Path(data.data_files[data.train_split])
+        where = f"`{path.parent.name}/{path.name}`"
+    else:
+        where = f"`{data.data_dir or data.name}`"
+    subset = f", first {data.train_subset} images" if data.train_subset else ""
+    return (
+        f"{ctx.dataset}, {where} split {data.train_split!r}{subset}, "
+        f"`{data.train_transform}` augmentation"
+    )
+
+
+def _teacher_weights(ctx: CardContext) -> str:
+    if not ctx.plot:
+        return ""
+    return (
+        "### Learned teacher weights\n\n"
+        f"![teacher weights learned during distillation]({PLOT_NAME})\n\n"
+        "Mean ± std over samples of each teacher's loss weights per epoch, and the student's "
+        "validation top-1 (`mtkdrl plot`)."
+    )
+
+
+def _training(ctx: CardContext) -> str:
+    summary, recipe = ctx.run.summary, ctx.run.recipe
+    seconds = sum(r.get("epoch_seconds", 0.0) for r in ctx.run.epochs)
+    processes = summary.get("num_processes", 1)
+    lines = [
+        f"- {_budget(ctx.run)}, batch {recipe.data.batch_size} per process × {processes} "
+        f"process(es), gradient accumulation {recipe.train.grad_accum_steps}, "
+        f"precision `{summary.get('mixed_precision', 'unknown')}`, seed {recipe.seed}.",
+        f"- Training time: {_duration(seconds)}, the sum of the epochs' times in "
+        "`metrics.jsonl` (the training loop; evaluation and start-up excluded).",
+    ]
+    if "peak_memory_mb" in summary:
+        lines.append(f"- Peak memory of the training process: {summary['peak_memory_mb']:.0f} MB.")
+    recorded = summary.get("hardware")
+    machine = "; ".join(f"{key}: {value}" for key, value in (recorded or machine_info()).items())
+    if recorded:
+        lines.append(f"- Hardware (recorded by the run): {machine}.")
+    else:
+        lines.append(
+            "- Hardware: the run did not record the machine it trained on. This card was written "
+            f"on {machine}; it is the training machine only if the export ran where the run did."
+        )
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _software(ctx: CardContext) -> str:
+    trained = ctx.run.summary.get("mtkdrl_version", "unknown")
+    return (
+        f"Trained with mtkdrl {trained}, exported with mtkdrl {__version__} "
+        f"(timm {timm.__version__}). The weights are a native timm state dict in "
+        "`model.safetensors`; `config.json` holds the architecture, its build arguments and the "
+        "preprocessing."
+    )
+
+
+def _license(ctx: CardContext) -> str:
+    licences: dict[str, list[str]] = {}
+    for spec in ctx.run.recipe.teachers:
+        licences.setdefault(provenance(spec).license, []).append(f"`{spec.name}`")
+    text = f"The student's weights are released under `{ctx.license}`."
+    if licences and ctx.run.recipe.method.name != "none":
+        parts = "; ".join(f"{lic}: {', '.join(names)}" for lic, names in licences.items())
+        text += (
+            f" They were distilled from teachers whose weights carry these licences: {parts}. "
+            "Check those terms, and the training data's, before use."
+        )
+    return text

@@ -1,0 +1,195 @@
+"""A finished run's outputs, read and never written: recipe, summary, teachers, metrics, weights."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from ..errors import MtkdrlError
+from ..evaluate import evaluate_model
+from ..recipe import DataConfig, ModelSpec, Recipe
+
+WEIGHT_FILES = {"best": "student_best.safetensors", "last": "student_last.safetensors"}
+Which = Literal["best", "last"]
+
+
+@dataclass
+class Score:
+    """Top-1/top-5 accuracy (%) on one split, and where the figures come from."""
+
+    top1: float
+    top5: float | None
+    split: str
+    count: int | None = None
+    source: str = ""
+
+
+@dataclass
+class FinishedRun:
+    """What the distiller left in a run's output_dir."""
+
+    run_dir: Path
+    recipe: Recipe
+    recipe_text: str
+    summary: dict
+    teachers: list[dict]
+    epochs: list[dict]
+
+    def weights(self, which: Which) -> Path:
+        """The student's weights file (best or last epoch); an error naming it when absent."""
+        path = self.run_dir / WEIGHT_FILES[which]
+        if not path.is_file():
+            present = [f for f in WEIGHT_FILES.values() if (self.run_dir / f).is_file()]
+            found = f" (it has {', '.join(present)}: pass --weights last)" if present else ""
+            raise MtkdrlError(
+                f"RUN_DIR: {self.run_dir} has no {path.name}{found}; a finished run's output_dir "
+                f"holds {' and '.join(WEIGHT_FILES.values())}"
+            )
+        return path
+
+    def score(self, which: Which) -> Score:
+        """The student's accuracy as the run recorded it, for the best or the last weights."""
+        split = self.recipe.data.eval_split
+        if which == "last":
+            top1, top5 = self.summary.get("last_top1"), self.summary.get("last_top5")
+            source = f"recorded by the run after its last epoch ({self.summary.get('epochs')})"
+        else:
+            best_epoch = self.summary.get("best_epoch")
+            top1 = self.summary.get("best_top1")
+            record = next(
+                (r for r in self.epochs if r.get("epoch") == best_epoch and "val_top5" in r), {}
+            )
+            top5 = record.get("val_top5")
+            source = f"recorded by the run at its best epoch ({best_epoch})"
+        if top1 is None or top1 < 0:
+            raise MtkdrlError(
+                f"RUN_DIR: {self.run_dir / 'summary.json'} records no {which} top-1 accuracy"
+            )
+        return Score(top1=top1, top5=top5, split=split, count=self.eval_count(), source=source)
+
+    def eval_count(self) -> int | None:
+        """How many images the run evaluated on (the teachers' evaluation shares the student's)."""
+        counts = {t.get("count") for t in self.teachers if t.get("count")}
+        return counts.pop() if len(counts) == 1 else None
+
+    @property
+    def plot(self) -> Path | None:
+        """The teacher-weights plot `mtkdrl plot` drew for this run, if any."""
+        path = self.run_dir / "teacher_weights.png"
+        return path if path.is_file() else None
+
+
+def read_run(run_dir: str | Path) -> FinishedRun:
+    """Read a finished run; errors name the missing file and what a run directory holds."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise MtkdrlError(f"RUN_DIR: no such directory: {run_dir}")
+    recipe_path = run_dir / "recipe.yaml"
+    if not recipe_path.is_file():
+        raise MtkdrlError(
+            f"RUN_DIR: {run_dir} has no recipe.yaml; give the output_dir of a run of "
+            "`mtkdrl distill` (it holds recipe.yaml, summary.json and student_*.safetensors)"
+        )
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        raise MtkdrlError(
+            f"RUN_DIR: {run_dir} has no summary.json: the run has not finished "
+            "(finish it with `mtkdrl distill RECIPE --resume`)"
+        )
+    recipe_text = recipe_path.read_text()
+    try:
+        recipe = Recipe.from_dict(yaml.safe_load(recipe_text) or {})
+    except (MtkdrlError, yaml.YAMLError) as err:
+        raise MtkdrlError(f"RUN_DIR: {recipe_path}: {err}") from None
+    teachers_path = run_dir / "teachers.json"
+    teachers = json.loads(teachers_path.read_text()) if teachers_path.is_file() else []
+    return FinishedRun(
+        run_dir=run_dir,
+        recipe=recipe,
+        recipe_text=recipe_text,
+        summary=json.loads(summary_path.read_text()),
+        teachers=teachers,
+        epochs=_epoch_records(run_dir / "metrics.jsonl"),
+    )
+
+
+def measure(run: FinishedRun, which: Which) -> Score:
+    """The student's accuracy measured now, from its weights file, on the run's eval split."""
+    spec = run.recipe.student
+    weights = ModelSpec(
+        name=spec.name,
+        checkpoint=str(run.weights(which)),
+        kwargs=spec.kwargs,
+        mean=spec.mean,
+        std=spec.std,
+    )
+    result = evaluate_model(weights, run.recipe.data)
+    return Score(
+        top1=result["top1"],
+        top5=result["top5"],
+        split=result["split"],
+        count=result["count"],
+        source=f"measured from {WEIGHT_FILES[which]} at export",
+    )
+
+
+def _epoch_records(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    records = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return [r for r in records if "epoch_seconds" in r]
+
+
+def eval_data_of(data: DataConfig) -> str:
+    """A short, path-free description of the data a run evaluated on (file, folder or Hub name)."""
+    if data.name == "parquet" and data.data_files and data.eval_split in data.data_files:
+        path = Path(data.data_files[data.eval_split])
+        where = f"{path.parent.name}/{path.name}"
+    elif data.name == "imagefolder" and data.data_dir:
+        where = f"{Path(data.data_dir).name}/ (imagefolder)"
+    else:
+        where = data.name
+    subset = f", first {data.eval_subset} images" if data.eval_subset else ""
+    return f"{where}, split {data.eval_split!r}{subset}"
+
+
+@dataclass
+class Reference:
+    """Another run of the same data, named in the card's results (e.g. the no-KD or AVER one)."""
+
+    label: str
+    run: FinishedRun
+    score: Score
+
+
+def read_reference(label: str, run_dir: str | Path, student: FinishedRun) -> Reference:
+    """A reference run, refused when it was evaluated on other data than the student's."""
+    field = f"--reference {label}={run_dir}"
+    try:
+        run = read_run(run_dir)
+    except MtkdrlError as err:
+        raise MtkdrlError(f"{field}: {str(err).removeprefix('RUN_DIR: ')}") from None
+    if _eval_source(run.recipe.data) != _eval_source(student.recipe.data):
+        raise MtkdrlError(
+            f"{field}: it was evaluated on {eval_data_of(run.recipe.data)} but the student on "
+            f"{eval_data_of(student.recipe.data)}; a reference must share the student's "
+            "evaluation data"
+        )
+    return Reference(label=label, run=run, score=run.score("best"))
+
+
+def _eval_source(data: DataConfig) -> tuple:
+    """What identifies the images a run evaluated on."""
+    files = data.data_files or {}
+    path = files.get(data.eval_split)
+    return (
+        data.name,
+        str(Path(path).resolve()) if path else None,
+        data.data_dir and str(Path(data.data_dir).resolve()),
+        data.eval_split,
+        data.eval_subset,
+    )

@@ -1,0 +1,348 @@
+"""`mtkdrl zoo`: the registry of students we publish (`hub_cards/registry.yaml`).
+
+Each entry names a student, its Hub repo, architecture, data set, teachers, method and recipe,
+and either its measured accuracy and the run/export it came from ("trained") or nothing more
+("not yet trained": it needs hardware we do not have). `zoo add` fills an entry from a finished
+run, `zoo list` prints the registry, and `zoo card` rewrites an entry's model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..checkpoint import write_atomic
+from ..errors import MtkdrlError, exit_code
+from ..recipe import Recipe
+from .card import CardContext, dataset_display
+from .export import (
+    Export,
+    ExportConfig,
+    ExportOptions,
+    add_card_options,
+    card_options,
+    export_run,
+    report,
+    write_card,
+)
+from .names import DEFAULT_ORG, check_repo_id
+from .run import Score, read_reference, read_run
+
+DEFAULT_REGISTRY = Path("hub_cards") / "registry.yaml"
+TRAINED, NOT_TRAINED = "trained", "not yet trained"
+HEADER = """\
+# The students mtkdrl publishes on the Hugging Face Hub, as timm models.
+# Repo ids are ORGANISATION/REPO. Written by `mtkdrl zoo add`; read by `mtkdrl zoo list` and
+# `mtkdrl zoo card`. Paths are relative to this file. An entry "not yet trained" has a recipe and
+# no numbers: accuracies appear only once a run has measured them.
+"""
+
+
+@dataclass
+class ZooEntry:
+    """One published (or planned) student."""
+
+    name: str
+    repo: str
+    architecture: str
+    dataset: str
+    method: str
+    teachers: list[str]
+    recipe: str
+    status: str = NOT_TRAINED
+    dataset_id: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    score: Score | None = None
+    weights: str = "best"
+    license: str = "apache-2.0"
+    run_dir: str | None = None
+    export_dir: str | None = None
+    references: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str) -> ZooEntry:
+        """An entry from its registry mapping; errors name the entry (`where`) and the key."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise MtkdrlError(
+                f"{where}: unknown key {unknown[0]!r} (valid keys: {', '.join(sorted(known))})"
+            )
+        try:
+            entry = cls(**raw)
+        except TypeError as err:
+            raise MtkdrlError(f"{where}: {err}") from None
+        if isinstance(entry.score, dict):
+            try:
+                entry.score = Score(**entry.score)
+            except TypeError as err:
+                raise MtkdrlError(f"{where}.score: {err}") from None
+        if entry.status not in (TRAINED, NOT_TRAINED):
+            raise MtkdrlError(
+                f"{where}.status: {entry.status!r} must be {TRAINED!r} or {NOT_TRAINED!r}"
+            )
+        if entry.status == NOT_TRAINED and entry.score is not None:
+            raise MtkdrlError(f"{where}: a student {NOT_TRAINED!r} cannot have a score")
+        return entry
+
+    def to_dict(self) -> dict:
+        """The entry as the registry stores it, without empty fields."""
+        raw = dataclasses.asdict(self)
+        return {k: v for k, v in raw.items() if v not in (None, [], {})}
+
+
+@dataclass
+class Registry:
+    """The registry file and its entries; relative paths in it are relative to the file."""
+
+    path: Path
+    organisation: str = DEFAULT_ORG
+    students: list[ZooEntry] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: str | Path = DEFAULT_REGISTRY) -> Registry:
+        """Read and check a registry file."""
+        path = Path(path)
+        if not path.is_file():
+            raise MtkdrlError(
+                f"--registry: no registry file at {path} (run from the project root, where "
+                f"{DEFAULT_REGISTRY} is, or pass --registry PATH)"
+            )
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise MtkdrlError(f"--registry: {path} is not valid YAML: {err}") from None
+        students = [
+            ZooEntry.from_dict(item, f"{path}: students.{i}")
+            for i, item in enumerate(raw.get("students") or [])
+        ]
+        return cls(path, raw.get("organisation", DEFAULT_ORG), students)
+
+    def save(self) -> None:
+        """Write the registry back (atomically), under its explanatory header."""
+        data = {
+            "organisation": self.organisation,
+            "students": [entry.to_dict() for entry in self.students],
+        }
+        body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+        write_atomic(self.path, (HEADER + body).encode())
+
+    def get(self, name: str) -> ZooEntry:
+        """The entry called `name`; an error listing the valid names otherwise."""
+        for entry in self.students:
+            if entry.name == name:
+                return entry
+        valid = ", ".join(e.name for e in self.students) or "none yet"
+        raise MtkdrlError(f"NAME: unknown zoo entry {name!r}; the registry has: {valid}")
+
+    def upsert(self, entry: ZooEntry) -> None:
+        """Add the entry, or replace the one of the same name in place."""
+        names = [e.name for e in self.students]
+        if entry.name in names:
+            self.students[names.index(entry.name)] = entry
+        else:
+            self.students.append(entry)
+
+    def repo_id(self, repo: str, organisation: str | None = None) -> str:
+        """`ORG/REPO`, the organisation being the one given or the registry's setting."""
+        return f"{organisation or self.organisation}/{repo}"
+
+    def resolve(self, relative: str) -> Path:
+        """A path the registry records, relative to its file, as a usable path."""
+        return self.path.parent / relative
+
+    def relative(self, path: Path) -> str:
+        """`path` as the registry records it: relative to the registry file's folder."""
+        return os.path.relpath(path.resolve(), self.path.parent.resolve())
+
+
+def add_run(
+    registry: Registry,
+    run_dir: Path,
+    name: str,
+    export_dir: Path,
+    options: ExportOptions,
+    repo: str | None = None,
+    recipe: Path | None = None,
+    overrides: tuple[str, ...] = (),
+    organisation: str | None = None,
+) -> tuple[ZooEntry, Export]:
+    """Export a finished run and record it in the registry as a trained student."""
+    repo = repo or f"mtkdrl-{name}"
+    repo_id = check_repo_id(registry.repo_id(repo, organisation), "--repo-name")
+    run = read_run(run_dir)
+    if recipe is not None:
+        _check_recipe_matches(Recipe.from_yaml(recipe, list(overrides)), run.recipe, recipe)
+    export = export_run(ExportConfig(run_dir, repo_id, export_dir, options))
+    config = json.loads((export_dir / "config.json").read_text())
+    entry = ZooEntry(
+        name=name,
+        repo=repo,
+        architecture=config["architecture"],
+        dataset=dataset_display(run.recipe.data, options.dataset_id, options.dataset_name),
+        method=run.recipe.method.name,
+        teachers=[t.name for t in run.recipe.teachers],
+        recipe=registry.relative(recipe or run_dir / "recipe.yaml"),
+        status=TRAINED,
+        dataset_id=options.dataset_id,
+        overrides=list(overrides),
+        score=export.score,
+        weights=options.weights,
+        license=options.license,
+        run_dir=registry.relative(run_dir),
+        export_dir=registry.relative(export_dir),
+        references={k: registry.relative(v) for k, v in options.references.items()},
+    )
+    registry.upsert(entry)
+    registry.save()
+    return entry, export
+
+
+def _check_recipe_matches(source: Recipe, ran: Recipe, path: Path) -> None:
+    """Refuse to record a recipe file that does not describe the run (student, teachers, method)."""
+    for what, ours, theirs in (
+        ("student", source.student.name, ran.student.name),
+        ("teachers", [t.name for t in source.teachers], [t.name for t in ran.teachers]),
+        ("method", source.method.name, ran.method.name),
+        ("epochs", source.train.epochs, ran.train.epochs),
+    ):
+        if ours != theirs:
+            raise MtkdrlError(
+                f"--recipe: {path} gives {what} {ours!r} but the run used {theirs!r}; "
+                "pass the recipe (and --override values) the run was made from"
+            )
+
+
+def regenerate_card(
+    registry: Registry,
+    name: str,
+    organisation: str | None = None,
+    template: Path | None = None,
+) -> Path:
+    """Rewrite a trained entry's README.md from its run, its export and its recorded score."""
+    entry = registry.get(name)
+    if entry.status != TRAINED or entry.run_dir is None or entry.export_dir is None:
+        trained = ", ".join(e.name for e in registry.students if e.status == TRAINED) or "none yet"
+        raise MtkdrlError(
+            f"NAME: zoo entry {name!r} is {entry.status}: it has no run to make a card from "
+            f"(trained entries: {trained})"
+        )
+    run = read_run(registry.resolve(entry.run_dir))
+    folder = registry.resolve(entry.export_dir)
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise MtkdrlError(
+            f"NAME: the export of {name!r} is missing ({config_path}); run `mtkdrl zoo add` again"
+        )
+    config = json.loads(config_path.read_text())
+    context = CardContext(
+        repo_id=registry.repo_id(entry.repo, organisation),
+        run=run,
+        score=entry.score,
+        which=entry.weights,
+        architecture=config["architecture"],
+        num_params=config["mtkdrl"]["num_params"],
+        license=entry.license,
+        dataset_id=entry.dataset_id,
+        dataset_name=entry.dataset,
+        references=[
+            read_reference(label, registry.resolve(path), run)
+            for label, path in entry.references.items()
+        ],
+        plot=run.plot is not None,
+    )
+    return write_card(context, folder, template)
+
+
+def format_table(registry: Registry, organisation: str | None = None) -> str:
+    """The registry as an aligned text table."""
+    headers = ["name", "repo id", "architecture", "data set", "method", "top-1", "top-5"]
+    headers += ["status", "teachers"]
+    rows = [headers]
+    for entry in registry.students:
+        score = entry.score
+        rows.append(
+            [
+                entry.name,
+                registry.repo_id(entry.repo, organisation),
+                entry.architecture,
+                entry.dataset,
+                entry.method,
+                "—" if score is None else f"{score.top1:.2f}",
+                "—" if score is None or score.top5 is None else f"{score.top5:.2f}",
+                entry.status,
+                ", ".join(entry.teachers),
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mtkdrl zoo", description=__doc__)
+    commands = parser.add_subparsers(dest="action", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY, help="registry file")
+    common.add_argument("--org", help="Hub organisation (default: the registry's, mtkdrl)")
+    commands.add_parser("list", parents=[common], help="print the registry as a table")
+    card = commands.add_parser("card", parents=[common], help="rewrite an entry's model card")
+    card.add_argument("name", help="the entry's name (see `mtkdrl zoo list`)")
+    card.add_argument("--template", type=Path, help="model-card template (default: packaged)")
+    add = commands.add_parser("add", parents=[common], help="export a run and record it")
+    add.add_argument("run_dir", type=Path, help="a finished run's output_dir")
+    add.add_argument("--name", required=True, help="entry name, e.g. resnet20-cifar10-mtkdrl")
+    add.add_argument("--repo-name", help="Hub repo name (default mtkdrl-NAME)")
+    add.add_argument("--export-dir", type=Path, help="where to export (default exports/NAME)")
+    add.add_argument("--recipe", type=Path, help="the recipe file the run was made from")
+    add.add_argument(
+        "--override", action="append", default=[], help="an override the run used (key=value)"
+    )
+    add_card_options(add)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return exit_code(lambda: ACTIONS[args.action](args))
+
+
+def _list(args: argparse.Namespace) -> None:
+    print(format_table(Registry.load(args.registry), args.org))
+
+
+def _card(args: argparse.Namespace) -> None:
+    registry = Registry.load(args.registry)
+    print(f"wrote {regenerate_card(registry, args.name, args.org, args.template)}")
+
+
+def _add(args: argparse.Namespace) -> None:
+    registry = Registry.load(args.registry)
+    _, export = add_run(
+        registry,
+        args.run_dir,
+        args.name,
+        args.export_dir or Path("exports") / args.name,
+        card_options(args),
+        repo=args.repo_name,
+        recipe=args.recipe,
+        overrides=tuple(args.override),
+        organisation=args.org,
+    )
+    print(report(export))
+    print(f"recorded {args.name!r} in {registry.path}")
+
+
+ACTIONS = {"list": _list, "card": _card, "add": _add}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
