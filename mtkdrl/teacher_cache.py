@@ -256,6 +256,21 @@ class CachedTeachers:
             ).reshape(len(rows), 3)
         return self.cache.store(view, rows, seeds, outputs, crops)
 
+    def fill_dropped(
+        self, dataset, epoch: int, batch_size: int, with_features: bool, device: torch.device
+    ) -> int:
+        """Store the samples this epoch's view still lacks when they are the few that the loader's
+        `drop_last` left out, so that replays of the view never wait on the teachers; returns how
+        many were stored. (More missing samples mean a partial epoch: those wait for their turn.)"""
+        view = self.cache.view_of(epoch)
+        missing = np.flatnonzero(self.cache.arrays["seeds"][view] == 0)
+        if len(missing) >= batch_size:
+            return 0
+        if len(missing):
+            images = torch.stack([dataset[int(i)][0] for i in missing]).to(device)
+            self(images, torch.from_numpy(missing), epoch, with_features)
+        return len(missing)
+
 
 def open_for_run(
     recipe: Recipe,

@@ -168,3 +168,16 @@ def test_streamed_data_cannot_be_replayed(tmp_path, tiny_run):
         distill(Recipe.from_dict(raw))
     raw["teacher_cache"] = {"mode": "auto"}
     assert distill(Recipe.from_dict(raw), overwrite=True)["teacher_cache"] is None
+
+
+def test_samples_left_out_by_drop_last_are_stored_before_the_replays(tmp_path, tiny_run):
+    """90 images in batches of 16: each epoch drops 10; they are stored at the epoch's end, so
+    the replays (epochs 2 and 3) read every batch."""
+    raw = tiny_run(tmp_path / "run", "avg", epochs=4, eval_teachers=False)
+    raw["data"]["train_subset"] = 90
+    raw["teacher_cache"] = {"views": 2}
+    summary = distill(Recipe.from_dict(raw))
+    assert summary["teacher_cache_misses"] == 2 * 5 + 2  # 5 batches per fill epoch + the tails
+    assert summary["teacher_cache_hits"] == 2 * 5
+    seeds = np.fromfile(Path(summary["teacher_cache"]) / "seeds.bin", dtype=np.int64)
+    assert seeds.shape == (2 * 90,) and np.count_nonzero(seeds) == 2 * 90

@@ -96,7 +96,7 @@ class MTKDRL(WeightingStrategy):
             BUFFER_DTYPES[options.buffer_dtype], int(options.agent_buffer_mb * 2**20)
         )
         self.batch_in_epoch = 0
-        self.running_baseline = 0.0
+        self.register_buffer("running_baseline", torch.zeros(()))  # checkpointed, no host sync
         self.agent_updates = 0
         self._pending: AgentState | None = None
         self._stats: Tensor | None = None
@@ -238,8 +238,8 @@ class MTKDRL(WeightingStrategy):
             advantage = reward - self.running_baseline
             value_loss = reward.new_zeros(())
             momentum = self.options.baseline_momentum
-            mean_reward = float(self._global(reward).mean())
-            self.running_baseline = momentum * self.running_baseline + (1 - momentum) * mean_reward
+            mean_reward = self._global(reward).mean()
+            self.running_baseline.mul_(momentum).add_((1 - momentum) * mean_reward)
         scale = self._global(advantage).std() if advantage.numel() > 1 else advantage.new_ones(())
         advantage = advantage / scale.clamp_min(1e-8)
         loss = -(advantage * log_prob).mean() - self.options.entropy_coef * entropy.mean()
@@ -275,7 +275,6 @@ class MTKDRL(WeightingStrategy):
             "agent_optimizer": self.agent_optimizer.state_dict(),
             "buffer": self.buffer.state_dict(),
             "batch_in_epoch": self.batch_in_epoch,
-            "running_baseline": self.running_baseline,
             "agent_updates": self.agent_updates,
             "stats": self._stats,
         }
@@ -284,7 +283,6 @@ class MTKDRL(WeightingStrategy):
         self.agent_optimizer.load_state_dict(state["agent_optimizer"])
         self.buffer.load_state_dict(state["buffer"])
         self.batch_in_epoch = state["batch_in_epoch"]
-        self.running_baseline = state["running_baseline"]
         self.agent_updates = state["agent_updates"]
         self._stats = state["stats"]
 
