@@ -15,7 +15,7 @@ from mtkdrl.hub.zoo import NOT_TRAINED, TRAINED, Registry, main
 from mtkdrl.recipe import Recipe
 
 REGISTRY = Path(__file__).resolve().parents[2] / "hub_cards" / "registry.yaml"
-NAME = "resnet20-cifar10-mtkdrl"
+NAME = "resnet20-cifar10-test"  # not in the shipped registry
 
 
 @pytest.fixture
@@ -47,7 +47,11 @@ def test_zoo_list_prints_the_registry(capsys):
     assert out[0].split()[:3] == ["name", "repo", "id"]
     for entry in Registry.load(REGISTRY).students:
         (line,) = [row for row in out if row.startswith(entry.name + " ")]
-        assert f"mtkdrl/{entry.repo}" in line and NOT_TRAINED in line and "—" in line
+        assert f"mtkdrl/{entry.repo}" in line and entry.status in line
+        if entry.status == NOT_TRAINED:
+            assert "—" in line
+        else:  # a real student: its measured top-1 and top-5 are in the table
+            assert f"{entry.score.top1:.2f}" in line and f"{entry.score.top5:.2f}" in line
     assert main(["list", "--registry", str(REGISTRY), "--org", "elsewhere"]) == 0
     assert "elsewhere/mtkdrl-" in capsys.readouterr().out
 
@@ -98,10 +102,8 @@ def test_zoo_add_refuses_a_recipe_that_is_not_the_runs(cifar_run, registry_copy,
 def test_zoo_errors_name_the_entry_and_the_valid_ones(registry_copy, tmp_path, capsys):
     assert main(["card", "nope", "--registry", str(registry_copy)]) == 2
     err = capsys.readouterr().err
-    assert err == (
-        "mtkdrl: error: NAME: unknown zoo entry 'nope'; the registry has: "
-        "resnet18-imagenet1k-mtkdrl, vit-tiny-imagenet1k-mtkdrl\n"
-    )
+    names = ", ".join(entry.name for entry in Registry.load(REGISTRY).students)
+    assert err == f"mtkdrl: error: NAME: unknown zoo entry 'nope'; the registry has: {names}\n"
     assert main(["card", "resnet18-imagenet1k-mtkdrl", "--registry", str(registry_copy)]) == 2
     assert "is not yet trained: it has no run to make a card from" in capsys.readouterr().err
     assert main(["list", "--registry", str(tmp_path / "none.yaml")]) == 2
