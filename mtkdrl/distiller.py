@@ -72,6 +72,7 @@ class Distiller:
         self.dry_run = dry_run
         self.run_dir = Path(recipe.output_dir)
         self.state = TrainingState()
+        self._final_eval: dict[str, float] | None = None  # the last epoch's, for the summary
 
     # ----------------------------------------------------------------- building
     def _make_accelerator(self) -> Accelerator:
@@ -509,6 +510,8 @@ class Distiller:
         improved = False
         if (epoch + 1) % train.eval_every == 0 or epoch + 1 == train.epochs:
             metrics = self._evaluate_student()
+            if epoch + 1 == train.epochs:
+                self._final_eval = metrics
             improved = metrics["top1"] > self.state.best_top1
             if improved:
                 self.state.best_top1, self.state.best_epoch = metrics["top1"], epoch
@@ -584,7 +587,8 @@ class Distiller:
             self.accelerator.print(self.method.describe())
 
     def _summary(self, teacher_results: list[dict], seconds: float) -> dict:
-        last = self._evaluate_student()
+        # the last epoch was just evaluated, unless this session resumed a finished run
+        last = self._final_eval or self._evaluate_student()
         summary = {
             "mtkdrl_version": __version__,
             "student": self.recipe.student.name,

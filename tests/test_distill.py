@@ -40,6 +40,7 @@ def test_avg_run_writes_student_metrics_and_summary(tmp_path, tiny_recipe):
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert {"loss", "ce", "kd", "feature"} <= set(lines[0])
     assert [x["epoch"] for x in lines if "val_top1" in x] == [0, 1]
+    assert summary["last_top1"] == lines[-1]["val_top1"]  # the last epoch's evaluation
     assert (run / "checkpoints" / "latest").is_file()
     weights = load_file(str(run / "student_last.safetensors"))
     assert "linear.weight" in weights and weights["linear.weight"].shape == (10, 64)
@@ -51,6 +52,14 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path, tiny_recipe):
     with pytest.raises(MtkdrlError, match=r"--resume.*--overwrite"):
         distill(recipe)
     distill(recipe, overwrite=True)
+
+
+def test_resuming_a_finished_run_evaluates_its_student_again(tmp_path, tiny_recipe):
+    recipe = tiny_recipe(tmp_path / "run", epochs=1)
+    first = distill(recipe)
+    again = distill(recipe, resume=True)
+    assert again["global_steps"] == first["global_steps"]
+    assert (again["last_top1"], again["last_top5"]) == (first["last_top1"], first["last_top5"])
 
 
 @pytest.mark.parametrize("method", ["avg", "mtkdrl"])
