@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from .distiller import main as distill_main
 from .evaluate import main as evaluate_main
+from .fill_cache import main as cache_main
 from .hub.export import main as export_main
 from .hub.push import main as push_main
 from .hub.zoo import main as zoo_main
@@ -15,6 +16,7 @@ from .plot import main as plot_main
 
 COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "distill": ("distil a student from a recipe", distill_main),
+    "cache": ("fill the teacher-output cache of a recipe, without training", cache_main),
     "evaluate": ("top-1/top-5 of a model on a data set", evaluate_main),
     "plot": ("PNG of a run's learned teacher weights and accuracy", plot_main),
     "export": ("a run's student as a timm Hub repo folder, with its model card", export_main),

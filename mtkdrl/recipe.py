@@ -218,6 +218,32 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         node[last] = parse_value(text)
 
 
+LOCATION_KEYS = ("output_dir", "teacher_cache.dir")  # where a run wrote, not what it ran
+
+
+def overrides_between(source: Recipe, target: Recipe) -> list[str]:
+    """The `a.b=value` overrides that turn `source` into `target` (the inverse of applying
+    them), leaving out where the run wrote (`LOCATION_KEYS`)."""
+    found: list[str] = []
+    _collect_differences(source.to_dict(), target.to_dict(), "", found)
+    return [item for item in found if item.split("=", 1)[0] not in LOCATION_KEYS]
+
+
+def _collect_differences(ours: Any, theirs: Any, path: str, found: list[str]) -> None:
+    same_shape = (
+        isinstance(ours, dict) and isinstance(theirs, dict) and ours.keys() == theirs.keys()
+    ) or (isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs))
+    if same_shape:
+        keys = ours.keys() if isinstance(ours, dict) else range(len(ours))
+        for key in keys:
+            where = f"{path}.{key}" if path else str(key)
+            _collect_differences(ours[key], theirs[key], where, found)
+    elif ours != theirs:
+        text = yaml.safe_dump(theirs, default_flow_style=True, width=10**9)
+        text = text.removesuffix("\n...\n").strip()  # a scalar document's end marker
+        found.append(f"{path}={text}")
+
+
 def _list_index(key: str, items: list[Any], where: str) -> int:
     if not key.isdigit() or int(key) >= len(items):
         raise MtkdrlError(

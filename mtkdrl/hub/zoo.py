@@ -20,7 +20,7 @@ import yaml
 
 from ..checkpoint import write_atomic
 from ..errors import MtkdrlError, exit_code
-from ..recipe import Recipe
+from ..recipe import Recipe, overrides_between
 from .card import CardContext, dataset_display
 from .export import (
     Export,
@@ -179,7 +179,7 @@ def add_run(
     repo_id = check_repo_id(registry.repo_id(repo, organisation), "--repo-name")
     run = read_run(run_dir)
     if recipe is not None:
-        _check_recipe_matches(Recipe.from_yaml(recipe, list(overrides)), run.recipe, recipe)
+        overrides = _overrides_reproducing(run.recipe, recipe, overrides)
     export = export_run(ExportConfig(run_dir, repo_id, export_dir, options))
     config = json.loads((export_dir / "config.json").read_text())
     entry = ZooEntry(
@@ -205,19 +205,27 @@ def add_run(
     return entry, export
 
 
-def _check_recipe_matches(source: Recipe, ran: Recipe, path: Path) -> None:
-    """Refuse to record a recipe file that does not describe the run (student, teachers, method)."""
+def _overrides_reproducing(ran: Recipe, path: Path, given: tuple[str, ...]) -> tuple[str, ...]:
+    """`given` plus the overrides that make recipe file `path` reproduce the run (so the entry
+    says exactly how to train its student again); refuses a file with other models."""
+    source = Recipe.from_yaml(path, list(given))
     for what, ours, theirs in (
         ("student", source.student.name, ran.student.name),
         ("teachers", [t.name for t in source.teachers], [t.name for t in ran.teachers]),
-        ("method", source.method.name, ran.method.name),
-        ("epochs", source.train.epochs, ran.train.epochs),
     ):
         if ours != theirs:
             raise MtkdrlError(
                 f"--recipe: {path} gives {what} {ours!r} but the run used {theirs!r}; "
                 "pass the recipe (and --override values) the run was made from"
             )
+    overrides = (*given, *overrides_between(source, ran))
+    left = overrides_between(Recipe.from_yaml(path, list(overrides)), ran)
+    if left:
+        raise MtkdrlError(
+            f"--recipe: {path} with overrides {list(overrides)} still differs from the run in "
+            f"{left}; pass the recipe the run was made from"
+        )
+    return overrides
 
 
 def regenerate_card(
@@ -302,7 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--name", required=True, help="entry name, e.g. resnet20-cifar10-mtkdrl")
     add.add_argument("--repo-name", help="Hub repo name (default mtkdrl-NAME)")
     add.add_argument("--export-dir", type=Path, help="where to export (default exports/NAME)")
-    add.add_argument("--recipe", type=Path, help="the recipe file the run was made from")
+    add.add_argument(
+        "--recipe",
+        type=Path,
+        help="the recipe file the run was made from; the overrides that turn it into the run's "
+        "recipe.yaml are recorded with it",
+    )
     add.add_argument(
         "--override", action="append", default=[], help="an override the run used (key=value)"
     )

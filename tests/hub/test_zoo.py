@@ -12,7 +12,7 @@ import yaml
 from mtkdrl.errors import MtkdrlError
 from mtkdrl.hub.names import check_repo_id
 from mtkdrl.hub.zoo import NOT_TRAINED, TRAINED, Registry, main
-from mtkdrl.recipe import Recipe
+from mtkdrl.recipe import Recipe, overrides_between
 
 REGISTRY = Path(__file__).resolve().parents[2] / "hub_cards" / "registry.yaml"
 NAME = "resnet20-cifar10-test"  # not in the shipped registry
@@ -97,6 +97,25 @@ def test_zoo_add_refuses_a_recipe_that_is_not_the_runs(cifar_run, registry_copy,
     assert main(args) == 2
     assert not (tmp_path / "x").exists()
     assert NAME not in registry_copy.read_text()
+
+
+def test_zoo_add_records_the_overrides_that_reproduce_the_run(cifar_run, registry_copy, tmp_path):
+    raw = yaml.safe_load((cifar_run / "recipe.yaml").read_text())
+    raw["train"]["epochs"], raw["optim"]["lr"] = 30, 0.2
+    raw["method"] = {"name": "avg"}
+    raw["output_dir"] = "runs/elsewhere"
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(raw))
+    args = ["add", str(cifar_run), "--name", NAME, "--registry", str(registry_copy)]
+    args += ["--recipe", str(base), "--override", "optim.lr=0.05"]
+    assert main([*args, "--export-dir", str(tmp_path / "export")]) == 0
+    registry = Registry.load(registry_copy)
+    entry = registry.get(NAME)
+    assert entry.overrides[0] == "optim.lr=0.05"  # as given, then the ones worked out
+    assert {"train.epochs=2", "method.name=mtkdrl"} <= set(entry.overrides)
+    assert not any(item.startswith("output_dir=") for item in entry.overrides)
+    rebuilt = Recipe.from_yaml(registry.resolve(entry.recipe), entry.overrides)
+    assert overrides_between(rebuilt, Recipe.from_yaml(cifar_run / "recipe.yaml")) == []
 
 
 def test_zoo_errors_name_the_entry_and_the_valid_ones(registry_copy, tmp_path, capsys):
