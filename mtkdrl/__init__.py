@@ -6,22 +6,27 @@ Importing the package registers its CIFAR architectures (`*_cifar`) in timm's re
 __version__ = "0.1.0"
 
 from . import models  # noqa: F401  (registers the *_cifar architectures with timm)
-from .distiller import Distiller, distill
 from .errors import MtkdrlError
-from .methods import METHODS, WeightingStrategy, register_method
+from .methods import METHODS, Method, register_method
 from .pool import ModelOutputs, TeacherPool, create_model
 from .recipe import Recipe
+from .run import Run, build_run
+from .task import DistillationTask
+from .train import distill, train
 
 __all__ = [
     "METHODS",
-    "Distiller",
+    "DistillationTask",
+    "Method",
     "ModelOutputs",
     "MtkdrlError",
     "Recipe",
+    "Run",
     "TeacherPool",
-    "WeightingStrategy",
     "__version__",
+    "build_run",
     "create_model",
     "distill",
     "register_method",
+    "train",
 ]

@@ -1,22 +1,37 @@
-"""Atomic checkpoints on top of `accelerator.save_state`, and the loop counters they carry.
+"""Atomic, pickle-free checkpoints: tensors as safetensors, everything else as JSON.
 
-Each checkpoint is written into a temporary folder and renamed into place; a `latest` file,
-replaced atomically afterwards, names the newest complete one. A kill at any moment leaves the
-previous checkpoint intact and `latest` pointing at it.
+A checkpoint is a folder `checkpoints/checkpoint_<n>` (n counts saves, as accelerate's
+`ProjectConfiguration` names them) holding `shared.safetensors/.json` (what every process
+shares: student, adapters, optimizer, scheduler, loop counters) and `rank<r>.safetensors/.json`
+(what each process keeps: method state, RNG). It is written into a staging folder, each file
+fsynced, renamed into place, and then the `latest` pointer is replaced atomically, so a kill at
+any moment leaves the previous checkpoint whole and `latest` naming it. Reading refuses, without
+opening it, any file that is not safetensors or JSON: a pickle can run code when loaded.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from accelerate import Accelerator
-from safetensors.torch import save_file
-from torch import nn
+from accelerate.utils import extract_model_from_parallel
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from .errors import MtkdrlError
+
+if TYPE_CHECKING:
+    from .run import Run
+
+ALLOWED_SUFFIXES = (".safetensors", ".json")
 
 
 @dataclass
@@ -38,6 +53,95 @@ class TrainingState:
             setattr(self, key, value)
 
 
+# --------------------------------------------------------------------------- plain encoding
+def flatten_state(obj: Any) -> tuple[dict[str, Tensor], Any]:
+    """Split nested state into its tensors (by generated name) and a JSON-able skeleton.
+
+    Dicts with non-string keys (an optimizer's `state`), tuples and numpy arrays keep their kind,
+    so `unflatten_state` gives back what `load_state_dict`/`setstate` expect.
+    """
+    tensors: dict[str, Tensor] = {}
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, Tensor):
+            name = f"t{len(tensors)}"
+            tensors[name] = value.detach().cpu().clone().contiguous()
+            return {"__tensor__": name}
+        if isinstance(value, np.ndarray):
+            return {
+                "__ndarray__": walk(torch.from_numpy(value.astype(np.int64))),
+                "dtype": str(value.dtype),
+            }
+        if isinstance(value, dict):
+            if all(isinstance(k, str) for k in value):
+                return {"__dict__": {k: walk(v) for k, v in value.items()}}
+            return {"__items__": [[walk(k), walk(v)] for k, v in value.items()]}
+        if isinstance(value, tuple):
+            return {"__tuple__": [walk(v) for v in value]}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        raise TypeError(f"cannot checkpoint a {type(value).__name__} without pickle: {value!r}")
+
+    return tensors, walk(obj)
+
+
+def unflatten_state(tensors: dict[str, Tensor], skeleton: Any) -> Any:
+    """The inverse of `flatten_state`."""
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if "__tensor__" in value:
+            return tensors[value["__tensor__"]]
+        if "__ndarray__" in value:
+            return walk(value["__ndarray__"]).numpy().astype(value["dtype"])
+        if "__dict__" in value:
+            return {k: walk(v) for k, v in value["__dict__"].items()}
+        if "__items__" in value:
+            return {walk(k): walk(v) for k, v in value["__items__"]}
+        return tuple(walk(v) for v in value["__tuple__"])
+
+    return walk(skeleton)
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's random generators (Python, NumPy, torch CPU and CUDA)."""
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------- files
+def _fsync_dir(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` to `path` so readers see the old file or the new one, never a torn one."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -46,20 +150,50 @@ def write_atomic(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
 def save_weights_atomic(
     model: nn.Module, path: Path, metadata: dict[str, str] | None = None
 ) -> None:
-    """Save a model's state dict as safetensors, atomically."""
+    """Save a model's state dict as safetensors, atomically and durably."""
     tmp = path.with_name(f".{path.name}.tmp")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(tmp), metadata=metadata)
+    _fsync_file(tmp)
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
-class CheckpointManager:
-    """Numbered, atomic `save_state` checkpoints under `<run>/checkpoints`, keeping the last few."""
+def _write_pair(folder: Path, stem: str, state: Any) -> None:
+    tensors, skeleton = flatten_state(state)
+    save_file(tensors, str(folder / f"{stem}.safetensors"))
+    (folder / f"{stem}.json").write_text(json.dumps(skeleton))
+    for suffix in ALLOWED_SUFFIXES:
+        _fsync_file(folder / f"{stem}{suffix}")
+
+
+def _read_pair(folder: Path, stem: str) -> Any:
+    for suffix in ALLOWED_SUFFIXES:
+        if not (folder / f"{stem}{suffix}").is_file():
+            raise MtkdrlError(f"--resume: checkpoint {folder} lacks {stem}{suffix}")
+    skeleton = json.loads((folder / f"{stem}.json").read_text())
+    return unflatten_state(load_file(str(folder / f"{stem}.safetensors")), skeleton)
+
+
+def refuse_unsafe_files(folder: Path) -> None:
+    """Fail, without opening it, on any file of a checkpoint that is not safetensors or JSON."""
+    for path in sorted(folder.iterdir()):
+        if path.suffix not in ALLOWED_SUFFIXES:
+            raise MtkdrlError(
+                f"--resume: checkpoint {folder} holds {path.name}, which is not safetensors or "
+                "JSON; mtkdrl never unpickles a checkpoint (loading a pickle can run code): "
+                "remove the file, or start again with --overwrite"
+            )
+
+
+class Checkpoints:
+    """Numbered, atomic checkpoints under `<run>/checkpoints`, keeping the last `keep`."""
 
     def __init__(self, accelerator: Accelerator, run_dir: Path, keep: int) -> None:
         self.accelerator = accelerator
@@ -74,42 +208,82 @@ class CheckpointManager:
         path = self.root / pointer.read_text().strip()
         return path if path.is_dir() else None
 
-    def save(self, global_step: int) -> Path:
-        """Write a checkpoint for this step; every process must call it."""
-        name = f"step_{global_step:09d}"
-        final = self.root / name
-        staging = self.root / f".{name}.partial"
+    def clear(self) -> None:
+        """Remove every checkpoint (a run started again with --overwrite)."""
         if self.accelerator.is_main_process:
-            self.root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(self.root, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+
+    def save(self, shared: dict[str, Any], per_rank: dict[str, Any]) -> Path:
+        """Write a checkpoint; every process calls it with its own `per_rank` state."""
+        accelerator = self.accelerator
+        config = accelerator.project_configuration
+        name = f"checkpoint_{config.iteration}"
+        final, staging = self.root / name, self.root / f".{name}.partial"
+        if accelerator.is_main_process:
             shutil.rmtree(staging, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(staging))
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            shutil.rmtree(final, ignore_errors=True)
+            staging.mkdir(parents=True)
+            _write_pair(staging, "shared", shared)
+        accelerator.wait_for_everyone()
+        _write_pair(staging, f"rank{accelerator.process_index}", per_rank)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            _fsync_dir(staging)
             os.replace(staging, final)
+            _fsync_dir(self.root)
             write_atomic(self.root / "latest", name.encode())
             self._prune(keep_name=name)
-        self.accelerator.wait_for_everyone()
+        config.iteration += 1
+        accelerator.wait_for_everyone()
         return final
 
+    def load(self, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The shared and this process's state of checkpoint `path` (no pickle is opened)."""
+        refuse_unsafe_files(path)
+        self.accelerator.project_configuration.iteration = int(path.name.split("_")[-1]) + 1
+        return _read_pair(path, "shared"), _read_pair(path, f"rank{self.accelerator.process_index}")
+
     def _prune(self, keep_name: str) -> None:
-        done = sorted(p for p in self.root.glob("step_*") if p.is_dir())
+        done = sorted(
+            (p for p in self.root.glob("checkpoint_*") if p.is_dir()),
+            key=lambda p: int(p.name.split("_")[-1]),
+        )
         for path in done[: -self.keep]:
             if path.name != keep_name:
                 shutil.rmtree(path, ignore_errors=True)
 
-    def has_checkpoints(self) -> bool:
-        return self.latest() is not None
+
+# --------------------------------------------------------------------------- a run's state
+def save_checkpoint(run: Run) -> Path:
+    """A checkpoint of the whole run, after the teacher cache's pages are on disk."""
+    run.teacher_source.flush()
+    adapters = run.task.adapters
+    shared = {
+        "student": run.unwrapped_student().state_dict(),
+        "adapters": None
+        if adapters is None
+        else extract_model_from_parallel(adapters).state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "loop": run.state.state_dict(),
+    }
+    per_rank = {
+        "method": {"module": run.method.state_dict(), "extra": run.method.extra_state()},
+        "rng": rng_state(),
+    }
+    return run.checkpoints.save(shared, per_rank)
 
 
-def append_jsonl(path: Path, record: dict) -> None:
-    """Append one JSON record as a line (metrics log)."""
-    with open(path, "a") as handle:
-        handle.write(json.dumps(record, default=_jsonable) + "\n")
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    return str(value)
+def restore_checkpoint(run: Run, path: Path) -> None:
+    """Put the run back where checkpoint `path` left it: weights, optimizer, schedule, loop
+    counters, the method's state and this process's random generators."""
+    shared, per_rank = run.checkpoints.load(path)
+    run.unwrapped_student().load_state_dict(shared["student"])
+    if run.task.adapters is not None:
+        extract_model_from_parallel(run.task.adapters).load_state_dict(shared["adapters"])
+    run.optimizer.load_state_dict(shared["optimizer"])
+    run.scheduler.load_state_dict(shared["scheduler"])
+    run.state.load_state_dict(shared["loop"])
+    run.method.load_state_dict(per_rank["method"]["module"])
+    run.method.load_extra_state(per_rank["method"]["extra"])
+    set_rng_state(per_rank["rng"])

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from .distiller import main as distill_main
+from .distill import main as distill_main
 from .evaluate import main as evaluate_main
 from .fill_cache import main as cache_main
 from .hub.export import main as export_main

@@ -1,12 +1,38 @@
-"""`python -m mtkdrl.distill RECIPE [key=value ...]` (also under `accelerate launch -m`).
+"""`mtkdrl distill RECIPE [key=value ...]`, also `python -m mtkdrl.distill` and under
+`accelerate launch -m mtkdrl.distill`: the command line of a distillation run.
 
-The loop lives in `mtkdrl.distiller`; this module is only the entry point, so that running it
-with `-m` does not find it already imported by the package.
+The loop lives in `mtkdrl.train`; this module only parses arguments and reports errors.
 """
 
+from __future__ import annotations
+
+import argparse
 import sys
 
-from .distiller import main
+from .errors import exit_code
+from .train import distill
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mtkdrl distill", description="Distil a student from one or more teachers."
+    )
+    parser.add_argument("recipe", help="recipe YAML file (see recipes/)")
+    parser.add_argument("overrides", nargs="*", help="recipe overrides, e.g. train.epochs=2")
+    parser.add_argument("--resume", action="store_true", help="continue the run in output_dir")
+    parser.add_argument("--overwrite", action="store_true", help="start again in output_dir")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="build everything and run two steps on random inputs"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return exit_code(
+        lambda: distill(args.recipe, args.overrides, args.resume, args.overwrite, args.dry_run)
+    )
+
 
 if __name__ == "__main__":
     sys.exit(main())

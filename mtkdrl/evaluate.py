@@ -11,9 +11,9 @@ import torch
 
 from . import models  # noqa: F401  (registers the *_cifar architectures)
 from .data import build_eval_loader, load_splits
-from .errors import MtkdrlError, exit_code
+from .errors import exit_code
 from .metrics import evaluate_classifier
-from .pool import create_model, data_config_of
+from .pool import check_class_count, create_model, data_config_of
 from .recipe import DataConfig, ModelSpec
 
 
@@ -33,12 +33,7 @@ def evaluate_model(
     """Accuracy of the model a spec names on `data.eval_split`."""
     _, _, info = load_splits(data, train=False)
     model = create_model(spec, info.num_classes, "model")
-    classes = getattr(model, "num_classes", None)
-    if classes != info.num_classes:
-        raise MtkdrlError(
-            f"model {spec.name!r} predicts {classes} classes "
-            f"but the data set has {info.num_classes}"
-        )
+    check_class_count(model, info.num_classes, None, spec.name, role="model", hint="")
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     loader, _, _ = build_eval_loader(data, data_config_of(model))
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)

@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .distiller import Distiller
 from .errors import MtkdrlError, exit_code
 from .recipe import Recipe
-from .teacher_cache import TeacherCache
+from .run import Run, build_run
+from .teacher_cache import CachedTeachers, TeacherCache
 
 
 def fill_teacher_cache(
@@ -32,31 +32,31 @@ def fill_teacher_cache(
     returns how many entries this call stored, how many the cache now holds, and the time."""
     if not isinstance(recipe, Recipe):
         recipe = Recipe.from_yaml(recipe, overrides)
-    distiller = Distiller(recipe, overwrite=True)  # writes only the cache, never a run's files
-    distiller.build()
-    cached = distiller.cached_teachers
-    if cached is None:
-        raise MtkdrlError(f"teacher_cache: nothing to fill, {_why_uncached(distiller)}")
-    accelerator, cache = distiller.accelerator, cached.cache
-    loader = accelerator.prepare(distiller.data.train_loader)
-    with_features = distiller.method.uses_features
+    run = build_run(recipe, overwrite=True)  # writes only the cache, never a run's files
+    cached = run.teacher_source
+    if not isinstance(cached, CachedTeachers):
+        raise MtkdrlError(f"teacher_cache: nothing to fill, {_why_uncached(run)}")
+    accelerator, cache = run.accelerator, cached.cache
     batch_size = recipe.data.batch_size * accelerator.num_processes
     started, stored_before = time.perf_counter(), _stored(cache)
     try:
         for view in range(cache.layout.views):
-            distiller.data.set_epoch(view, view)  # training epoch `view` shows these batches
-            progress = tqdm(loader, desc=f"view {view}", disable=not accelerator.is_main_process)
+            run.data.set_epoch(view, view)  # training epoch `view` shows these batches
+            run.task.set_epoch(view)
+            batches = tqdm(
+                run.train_loader, desc=f"view {view}", disable=not accelerator.is_main_process
+            )
             with torch.inference_mode(), accelerator.autocast():
-                for images, _, indices in progress:
+                for images, _, indices in batches:
                     if recipe.train.channels_last:
                         images = images.contiguous(memory_format=torch.channels_last)
-                    cached(images, indices, view, with_features)
+                    cached(images, indices, view, run.task.with_features)
                 if accelerator.is_main_process:
                     cached.fill_dropped(
-                        distiller.data.train_set,
+                        run.data.train_set,
                         view,
                         batch_size,
-                        with_features,
+                        run.task.with_features,
                         accelerator.device,
                     )
             accelerator.wait_for_everyone()
@@ -77,13 +77,13 @@ def fill_teacher_cache(
     return result
 
 
-def _why_uncached(distiller: Distiller) -> str:
+def _why_uncached(run: Run) -> str:
     """Why `open_for_run` gave this recipe no cache."""
-    if distiller.recipe.teacher_cache.mode == "off":
+    if run.recipe.teacher_cache.mode == "off":
         return "teacher_cache.mode is off"
-    if not distiller.method.uses_teachers:
-        return f"method {distiller.recipe.method.name!r} uses no teachers"
-    return f"the training views cannot be replayed: {distiller.data.replay_refusal}"
+    if not run.method.uses_teachers:
+        return f"method {run.recipe.method.name!r} uses no teachers"
+    return f"the training views cannot be replayed: {run.data.replay_refusal}"
 
 
 def _stored(cache: TeacherCache) -> int:

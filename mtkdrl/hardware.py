@@ -20,6 +20,21 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (from /proc/cpuinfo on Linux; empty where it is not readable)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.lower().startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AMX tiles or AVX512-BF16)."""
+    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+
+
 def machine_info() -> dict[str, str]:
     """CPU, accelerators, OS and library versions of this process, as short strings."""
     if torch.cuda.is_available():

@@ -7,11 +7,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def kl_per_sample(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
-    """T²·KL(softmax(z_t/T) ‖ softmax(z_s/T)) for each sample (B,): summed over classes."""
+def kl_per_sample(
+    student_logits: Tensor, teacher_logits: Tensor, temperature: float | Tensor
+) -> Tensor:
+    """T²·KL(softmax(z_t/T) ‖ softmax(z_s/T)) for each sample (B,): summed over classes.
+
+    `temperature` is one number or one per sample (B or B×1); each sample's KL is scaled by its
+    own T², never by the batch's B×B outer product.
+    """
+    if isinstance(temperature, Tensor):
+        temperature = temperature.reshape(-1, 1)
     log_p_student = F.log_softmax(student_logits / temperature, dim=1)
     log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
     kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=1)
+    if isinstance(temperature, Tensor):
+        return kl * temperature.reshape(-1) ** 2
     return kl * temperature**2
 
 
@@ -69,3 +79,22 @@ class FeatureAdapters(nn.ModuleList):
 def stack_teacher_terms(terms: list[Tensor]) -> Tensor:
     """Per-teacher per-sample terms (K tensors of shape B) as one B×K matrix."""
     return torch.stack(terms, dim=1)
+
+
+def weighted_distillation_terms(
+    ce: Tensor,
+    logit: Tensor,
+    feature: Tensor | None,
+    logit_weights: Tensor,
+    feature_weights: Tensor | None,
+    alpha: float,
+    beta: float,
+) -> dict[str, Tensor]:
+    """The multi-teacher loss per sample as named terms: `ce`, `kd` = α Σ_k w_k·ℓ_k and, with a
+    feature loss, `feature` = β Σ_k v_k·MSE_k (B each; their sum is the sample's loss)."""
+    terms = {"ce": ce}
+    if logit.shape[1]:
+        terms["kd"] = alpha * (logit_weights * logit).sum(dim=1)
+    if feature is not None and feature_weights is not None:
+        terms["feature"] = beta * (feature_weights * feature).sum(dim=1)
+    return terms

@@ -6,14 +6,19 @@ import contextlib
 from collections.abc import Callable, Iterable
 
 import torch
+from timm.utils import accuracy
 from torch import Tensor, nn
 
 
-def topk_correct(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> list[Tensor]:
-    """How many samples have their label among the top-k predictions, for each k."""
-    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
-    hits = top.eq(labels.unsqueeze(1))
-    return [hits[:, :k].any(dim=1).sum() for k in ks]
+def _correct_counts(logits: Tensor, labels: Tensor) -> Tensor:
+    """How many samples have their label in the top 1 and the top 5 (top C when C < 5).
+
+    timm's `accuracy` gives per-batch percentages; they become exact integer counts again, so the
+    totals over batches (and processes) stay exact.
+    """
+    count = labels.numel()
+    top1, top5 = accuracy(logits, labels, topk=(1, min(5, logits.shape[1])))
+    return torch.stack([top1, top5]).double().mul(count / 100.0).round()
 
 
 @torch.no_grad()
@@ -35,10 +40,12 @@ def evaluate_classifier(
         logits = logits.float()
         if gather is not None:
             logits, labels = gather((logits, labels))
-        top1, top5 = topk_correct(logits, labels)
+        if labels.numel() == 0:
+            continue
         loss = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
         count = torch.tensor(labels.numel(), device=device)
-        totals += torch.stack([top1, top5, loss, count]).to(torch.float64)
+        extra = torch.stack([loss, count]).to(torch.float64)
+        totals += torch.cat([_correct_counts(logits, labels), extra])
     top1, top5, loss, count = totals.tolist()
     if count == 0:
         return {"top1": 0.0, "top5": 0.0, "loss": 0.0, "count": 0}

@@ -1,13 +1,13 @@
-"""Student optimizer (timm's factory) and a per-step LR schedule (multistep, cosine, constant)."""
+"""Student optimizer and LR schedule, both from timm's factories (multistep, cosine, constant)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import torch
 from timm.optim import create_optimizer_v2, list_optimizers
-from torch.optim.lr_scheduler import LambdaLR
+from timm.scheduler import CosineLRScheduler, MultiStepLRScheduler
+from timm.scheduler.scheduler import Scheduler
 
 from .errors import MtkdrlError
 from .recipe import OptimConfig
@@ -31,38 +31,44 @@ def build_optimizer(
     )
 
 
-class EpochSchedule:
-    """LR factor at an optimizer step, as a function of the fractional epoch.
+def _cosine(optimizer, cfg: OptimConfig, steps_per_epoch: int, epochs: int, warmup: dict):
+    """Cosine from lr to `min_lr` over the epochs after the warm-up."""
+    span = max(epochs - cfg.warmup_epochs, 1) * steps_per_epoch
+    return CosineLRScheduler(optimizer, t_initial=span, lr_min=cfg.min_lr, **warmup)
 
-    `multistep` multiplies by `gamma` at each milestone epoch (the paper's 150/180/210);
-    `cosine` anneals to `min_lr` over the run; both can start with a linear warm-up.
+
+def _multistep(optimizer, cfg: OptimConfig, steps_per_epoch: int, epochs: int, warmup: dict):
+    """lr × gamma at the first update of each milestone epoch (counted from the run's start).
+
+    timm applies a milestone t at update t − 1, hence the + 1; milestones include the warm-up.
     """
+    milestones = [m * steps_per_epoch + 1 for m in sorted(cfg.milestones)]
+    warmup = {**warmup, "warmup_prefix": False}
+    return MultiStepLRScheduler(optimizer, decay_t=milestones, decay_rate=cfg.gamma, **warmup)
 
-    def __init__(self, cfg: OptimConfig, steps_per_epoch: int, epochs: int) -> None:
-        self.kind = cfg.schedule
-        self.steps_per_epoch = max(1, steps_per_epoch)
-        self.epochs = epochs
-        self.milestones = sorted(cfg.milestones)
-        self.gamma = cfg.gamma
-        self.warmup_epochs = cfg.warmup_epochs
-        self.min_ratio = cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0
 
-    def __call__(self, step: int) -> float:
-        epoch = step / self.steps_per_epoch
-        if epoch < self.warmup_epochs:
-            return (step + 1) / (self.warmup_epochs * self.steps_per_epoch)
-        if self.kind == "multistep":
-            return self.gamma ** sum(1 for m in self.milestones if int(epoch) >= m)
-        if self.kind == "cosine":
-            span = max(self.epochs - self.warmup_epochs, 1e-8)
-            progress = min((epoch - self.warmup_epochs) / span, 1.0)
-            cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
-            return self.min_ratio + (1.0 - self.min_ratio) * cosine
-        return 1.0
+def _constant(optimizer, cfg: OptimConfig, steps_per_epoch: int, epochs: int, warmup: dict):
+    """lr throughout, after the warm-up."""
+    return MultiStepLRScheduler(optimizer, decay_t=[], **{**warmup, "warmup_prefix": False})
+
+
+SCHEDULES = {"cosine": _cosine, "multistep": _multistep, "constant": _constant}
 
 
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int, epochs: int
-) -> LambdaLR:
-    """A LambdaLR stepped once per optimizer step; its state is checkpointed with the run."""
-    return LambdaLR(optimizer, EpochSchedule(cfg, steps_per_epoch, epochs))
+) -> Scheduler:
+    """timm's scheduler for `optim.schedule`, stepped per optimizer update with
+    `step_update(updates_done)`; its state is plain values, checkpointed as JSON.
+
+    The warm-up rises linearly from lr / (warm-up updates) to lr over `optim.warmup_epochs`.
+    """
+    steps_per_epoch = max(1, steps_per_epoch)
+    warmup_steps = cfg.warmup_epochs * steps_per_epoch
+    warmup = {
+        "warmup_t": warmup_steps,
+        "warmup_lr_init": cfg.lr / max(1, warmup_steps),
+        "warmup_prefix": True,
+        "t_in_epochs": False,
+    }
+    return SCHEDULES[cfg.schedule](optimizer, cfg, steps_per_epoch, epochs, warmup)

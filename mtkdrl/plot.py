@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import yaml
 
 from .errors import MtkdrlError, exit_code
+from .outputs import read_epochs
 
 WEIGHT_KINDS = (("logit", "logit-loss weight"), ("feature", "feature-loss weight"))
-
-
-def read_epochs(run_dir: Path) -> list[dict]:
-    """The per-epoch records of a run's metrics file."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        raise MtkdrlError(f"RUN_DIR: {run_dir} has no metrics.jsonl (is it a run's output_dir?)")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    epochs = [r for r in records if "epoch_seconds" in r]
-    if not epochs:
-        raise MtkdrlError(f"RUN_DIR: {path} has no finished epoch yet")
-    return epochs
 
 
 def teacher_names(run_dir: Path) -> list[str]:

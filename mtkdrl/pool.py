@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import MtkdrlError
+from .errors import MtkdrlError, first_line
 from .recipe import ModelSpec
 
 
@@ -101,30 +101,26 @@ def create_model(spec: ModelSpec, num_classes: int | None, field: str) -> nn.Mod
     try:
         model = timm.create_model(spec.name, pretrained=spec.pretrained, **kwargs)
     except (RuntimeError, OSError, ValueError, TypeError) as err:
-        raise MtkdrlError(f"{field}: could not create {spec.name!r}: {_first_line(err)}") from None
+        raise MtkdrlError(f"{field}: could not create {spec.name!r}: {first_line(err)}") from None
     if spec.checkpoint:
         load_checkpoint(model, spec.checkpoint, f"{field}.checkpoint", spec.name)
     return model
 
 
 def load_state_dict_file(path: str | Path, field: str) -> dict[str, Tensor]:
-    """Read weights from safetensors, or from a pickle with `weights_only=True` (never unsafely)."""
+    """Read weights with timm's `load_state_dict`: safetensors, or a pickle read with
+    `weights_only=True` (never unsafely), its `state_dict`/`model` entry taken and the
+    `module.`/`_orig_mod.` wrapper prefixes removed (an EMA-only file gives its EMA weights)."""
     path = Path(path)
     if not path.is_file():
         raise MtkdrlError(f"{field}: weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = timm.models.load_state_dict(str(path), use_ema=False, weights_only=True)
+        if isinstance(state.get("state_dict_ema"), dict):  # no other weights in the file
+            state = timm.models.load_state_dict(str(path), use_ema=True, weights_only=True)
     except Exception as err:
-        raise MtkdrlError(f"{field}: cannot read {path} as weights: {_first_line(err)}") from None
-    for key in ("state_dict", "model", "state_dict_ema"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    return {k.removeprefix("module."): v for k, v in state.items()}
+        raise MtkdrlError(f"{field}: cannot read {path} as weights: {first_line(err)}") from None
+    return state
 
 
 def load_checkpoint(model: nn.Module, path: str | Path, field: str, name: str) -> None:
@@ -164,9 +160,61 @@ def _class_hint(model: nn.Module, key: str, value: Tensor) -> str:
     return ""
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
+def check_class_count(
+    model: nn.Module,
+    num_classes: int,
+    field: str | None,
+    name: str,
+    role: str = "teacher",
+    hint: str = "use a teacher trained on this data set",
+) -> None:
+    """Fail unless `model` predicts `num_classes` classes: "{field}: {role} {name!r} predicts ..."
+    (no field prefix when `field` is None), followed by "; {hint}" when a hint is given."""
+    classes = getattr(model, "num_classes", None)
+    if classes == num_classes:
+        return
+    where = f"{field}: " if field else ""
+    advice = f"; {hint}" if hint else ""
+    raise MtkdrlError(
+        f"{where}{role} {name!r} predicts {classes} classes but the data set has "
+        f"{num_classes}{advice}"
+    )
+
+
+def teacher_heads(teachers: list[nn.Module], probe: list[ModelOutputs]) -> list[nn.Module | None]:
+    """Each teacher's classifier as a frozen module that maps its pooled embedding to its logits.
+
+    `probe[k]` is teacher k's outputs for one batch (`TeacherPool.check_inputs`); the head is kept
+    only if applying it to that embedding (B×d) gives the probe's logits (atol 1e-4), else None:
+    a head over tokens, or a classifier that is not a module applied to the pooled embedding.
+    """
+    heads: list[nn.Module | None] = []
+    for model, outputs in zip(teachers, probe, strict=True):
+        head = model.get_classifier() if hasattr(model, "get_classifier") else None
+        heads.append(head.eval().requires_grad_(False) if _maps(head, outputs) else None)
+    return heads
+
+
+def _maps(head: object, outputs: ModelOutputs) -> bool:
+    """True when `head` is a module that turns the probe's embedding into its logits."""
+    if not isinstance(head, nn.Module) or outputs.embedding.dim() != 2:
+        return False
+    was_training = head.training
+    head.eval()
+    try:
+        weight = next(iter(head.parameters()), None)
+        embedding = outputs.embedding if weight is None else outputs.embedding.to(weight)
+        with torch.no_grad():
+            logits = head(embedding)
+    except (RuntimeError, TypeError, ValueError):
+        return False
+    finally:
+        head.train(was_training)
+    if not isinstance(logits, Tensor) or logits.shape != outputs.logits.shape:
+        return False
+    return torch.allclose(
+        logits.float().to(outputs.logits.device), outputs.logits.float(), atol=1e-4
+    )
 
 
 def data_config_of(model: nn.Module) -> dict:
@@ -232,14 +280,9 @@ class TeacherPool:
         for index, spec in enumerate(specs):
             field = f"teachers.{index}"
             if not pretrained:
-                spec = ModelSpec(name=spec.name, kwargs=spec.kwargs, mean=spec.mean, std=spec.std)
+                spec = spec.without_weights()
             model = create_model(spec, num_classes, field)
-            classes = getattr(model, "num_classes", None)
-            if classes != num_classes:
-                raise MtkdrlError(
-                    f"{field}: teacher {spec.name!r} predicts {classes} classes but the data set "
-                    f"has {num_classes}; use a teacher trained on this data set"
-                )
+            check_class_count(model, num_classes, field, spec.name)
             models.append(model)
         return cls(models, [s.name for s in specs], student_cfg)
 
@@ -299,7 +342,7 @@ class TeacherPool:
             except RuntimeError as err:
                 raise MtkdrlError(
                     f"teacher {name!r} cannot take the student's {height}x{width} inputs: "
-                    f"{_first_line(err)}"
+                    f"{first_line(err)}"
                 ) from None
         return outputs
 

@@ -35,6 +35,10 @@ class ModelSpec:
     mean: list[float] | None = None
     std: list[float] | None = None
 
+    def without_weights(self) -> ModelSpec:
+        """The same architecture and preprocessing, with no pretrained or checkpoint weights."""
+        return ModelSpec(name=self.name, kwargs=self.kwargs, mean=self.mean, std=self.std)
+
 
 @dataclass
 class DataConfig:

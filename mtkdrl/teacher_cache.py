@@ -232,12 +232,62 @@ class TeacherCache:
         self.arrays["seeds"].flush()
 
 
+class LiveTeachers:
+    """The teacher pool run on every batch: the teacher source of a run without a cache.
+
+    `CachedTeachers` has the same interface, so the loop never asks which source it has.
+    """
+
+    def __init__(self, teachers: TeacherPool) -> None:
+        self.teachers = teachers
+
+    def __call__(
+        self, images: Tensor, indices: Tensor | None, epoch: int, with_features: bool
+    ) -> list[ModelOutputs]:
+        return self.teachers(images, with_features) if len(self.teachers) else []
+
+    def view_of(self, epoch: int) -> int | None:
+        """None: every epoch shows fresh augmented views."""
+        return None
+
+    def fill_dropped(
+        self, dataset, epoch: int, batch_size: int, with_features: bool, device
+    ) -> int:
+        return 0
+
+    def flush(self) -> None:
+        """Nothing stored, nothing to flush."""
+
+    def close(self) -> None:
+        """Nothing held open."""
+
+    def figures(self) -> dict[str, Any]:
+        return {"teacher_cache": None}
+
+
 class CachedTeachers:
     """The teacher pool behind a cache: stored views are read, missing ones run the teachers."""
 
     def __init__(self, teachers: TeacherPool, cache: TeacherCache, seed: int, transform) -> None:
         self.teachers, self.cache, self.seed = teachers, cache, seed
         self.sample_view = getattr(transform, "sample", None)
+
+    def view_of(self, epoch: int) -> int:
+        return self.cache.view_of(epoch)
+
+    def flush(self) -> None:
+        self.cache.flush()
+
+    def close(self) -> None:
+        self.cache.close()
+
+    def figures(self) -> dict[str, Any]:
+        """Where the cache is and how often it answered, for the run's summary."""
+        return {
+            "teacher_cache": str(self.cache.folder),
+            "teacher_cache_hits": self.cache.hits,
+            "teacher_cache_misses": self.cache.misses,
+        }
 
     def __call__(
         self, images: Tensor, indices: Tensor, epoch: int, with_features: bool
@@ -280,14 +330,14 @@ def open_for_run(
     with_features: bool,
     accelerator: Accelerator,
     student_cfg: dict,
-) -> CachedTeachers | None:
-    """The run's teacher cache as `recipe.teacher_cache` asks, or None when it is off.
+) -> CachedTeachers | LiveTeachers:
+    """The run's teacher source: the cache as `recipe.teacher_cache` asks, or the live teachers.
 
     `auto` turns it on wherever replay is exact; `on` makes an inexact setting an error.
     """
     cfg = recipe.teacher_cache
     if cfg.mode == "off" or len(teachers) == 0:
-        return None
+        return LiveTeachers(teachers)
     if data.replay_refusal is not None:
         if cfg.mode == "on":
             raise MtkdrlError(
@@ -295,7 +345,7 @@ def open_for_run(
                 "set teacher_cache.mode=off (or auto)"
             )
         accelerator.print(f"teacher cache off: {data.replay_refusal}")
-        return None
+        return LiveTeachers(teachers)
     transform = data.train_set.transform
     layout = CacheLayout(
         num_samples=data.train_size,

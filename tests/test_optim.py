@@ -1,46 +1,63 @@
-"""Optimizer factory and the epoch-based LR schedules."""
+"""Optimizer factory and the LR schedules (timm's schedulers, milestones in whole epochs)."""
 
+import json
 import math
 
 import pytest
 import torch
 
 from mtkdrl.errors import MtkdrlError
-from mtkdrl.optim import EpochSchedule, build_optimizer, build_scheduler
+from mtkdrl.optim import build_optimizer, build_scheduler
 from mtkdrl.recipe import OptimConfig
 
 
-def test_multistep_matches_paper_milestones():
-    schedule = EpochSchedule(
-        OptimConfig(milestones=[150, 180, 210]), steps_per_epoch=10, epochs=240
-    )
-    assert schedule(0) == 1.0
-    assert schedule(149 * 10 + 9) == 1.0
-    assert math.isclose(schedule(150 * 10), 0.1)
-    assert math.isclose(schedule(210 * 10), 0.1**3)
+def lrs(cfg: OptimConfig, steps_per_epoch: int, epochs: int, updates: list[int]) -> list[float]:
+    """The learning rate after each number of optimizer updates, as the loop steps it."""
+    optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch, epochs)
+    values = []
+    for done in updates:
+        if done:
+            scheduler.step_update(num_updates=done)
+        values.append(optimizer.param_groups[0]["lr"])
+    return values
+
+
+def test_multistep_decays_at_the_first_update_of_each_milestone_epoch():
+    cfg = OptimConfig(lr=1.0, milestones=[150, 180, 210])
+    before, at, last = lrs(cfg, 10, 240, [1499, 1500, 2100])
+    assert before == 1.0
+    assert at == pytest.approx(0.1)
+    assert last == pytest.approx(0.1**3)
 
 
 def test_cosine_with_warmup():
     cfg = OptimConfig(schedule="cosine", warmup_epochs=1, lr=1.0, min_lr=0.0)
-    schedule = EpochSchedule(cfg, steps_per_epoch=4, epochs=5)
-    assert schedule(0) == pytest.approx(0.25)
-    assert schedule(4) == pytest.approx(1.0)
-    assert schedule(4 * 5) == pytest.approx(0.0, abs=1e-9)
+    start, warm, middle, end = lrs(cfg, 4, 5, [0, 4, 4 + 8, 4 * 5])
+    assert start == pytest.approx(0.25)  # lr / warm-up updates
+    assert warm == pytest.approx(1.0)
+    assert middle == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert end == pytest.approx(0.0, abs=1e-9)
 
 
-def test_sgd_nesterov_flag_and_scheduler_steps():
+def test_constant_holds_the_learning_rate():
+    assert lrs(OptimConfig(schedule="constant", lr=0.3), 5, 3, [0, 7, 15]) == [0.3] * 3
+
+
+def test_scheduler_state_is_plain_json():
+    optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], OptimConfig())
+    state = build_scheduler(optimizer, OptimConfig(schedule="cosine"), 3, 2).state_dict()
+    assert json.loads(json.dumps(state)) == state
+
+
+def test_sgd_nesterov_flag():
     params = [torch.nn.Parameter(torch.zeros(2))]
-    optimizer = build_optimizer(params, OptimConfig(lr=0.5, nesterov=True, milestones=[1]))
+    optimizer = build_optimizer(params, OptimConfig(lr=0.5, nesterov=True))
     assert isinstance(optimizer, torch.optim.SGD)
     assert optimizer.param_groups[0]["nesterov"] is True
     assert optimizer.param_groups[0]["weight_decay"] == pytest.approx(1e-4)
     plain = build_optimizer(params, OptimConfig(nesterov=False))
     assert plain.param_groups[0]["nesterov"] is False
-    scheduler = build_scheduler(optimizer, OptimConfig(lr=0.5, milestones=[1]), 2, 3)
-    for _ in range(2):
-        optimizer.step()
-        scheduler.step()
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
 
 
 def test_unknown_optimizer():

@@ -6,7 +6,16 @@ import torch
 from safetensors.torch import save_file
 
 from mtkdrl.errors import MtkdrlError
-from mtkdrl.pool import InputAdapter, TeacherPool, create_model, forward_outputs, load_checkpoint
+from mtkdrl.pool import (
+    InputAdapter,
+    ModelOutputs,
+    TeacherPool,
+    check_class_count,
+    create_model,
+    forward_outputs,
+    load_checkpoint,
+    teacher_heads,
+)
 from mtkdrl.recipe import ModelSpec
 
 
@@ -47,6 +56,56 @@ def test_pickle_checkpoint_is_read_weights_only(tmp_path):
     other = timm.create_model("resnet20_cifar", num_classes=10)
     load_checkpoint(other, tmp_path / "w.pth", "student.checkpoint", "resnet20_cifar")
     torch.testing.assert_close(other.linear.weight, model.linear.weight)
+
+
+def test_wrapped_and_ema_checkpoints_are_read_through_timm(tmp_path):
+    model = timm.create_model("resnet20_cifar", num_classes=10)
+    compiled_ddp = {f"_orig_mod.module.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"model": compiled_ddp}, tmp_path / "wrapped.pth")
+    torch.save({"state_dict_ema": model.state_dict()}, tmp_path / "ema.pth")
+    for name in ("wrapped.pth", "ema.pth"):
+        other = timm.create_model("resnet20_cifar", num_classes=10)
+        load_checkpoint(other, tmp_path / name, "student.checkpoint", "resnet20_cifar")
+        torch.testing.assert_close(other.linear.weight, model.linear.weight)
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(MtkdrlError, match=r"student.checkpoint: cannot read .*junk.pth as weights"):
+        load_checkpoint(model, tmp_path / "junk.pth", "student.checkpoint", "resnet20_cifar")
+
+
+def test_class_count_check_names_the_role():
+    model = timm.create_model("resnet20_cifar", num_classes=100)
+    check_class_count(model, 100, "teachers.0", "resnet20_cifar")
+    with pytest.raises(
+        MtkdrlError,
+        match=r"^teachers.0: teacher 'resnet20_cifar' predicts 100 classes but the data set has "
+        r"10; use a teacher trained on this data set$",
+    ):
+        check_class_count(model, 10, "teachers.0", "resnet20_cifar")
+    with pytest.raises(
+        MtkdrlError, match=r"^model 'resnet20_cifar' predicts 100 classes but the data set has 10$"
+    ):
+        check_class_count(model, 10, None, "resnet20_cifar", role="model", hint="")
+
+
+def test_teacher_heads_map_the_embedding_to_the_logits():
+    torch.manual_seed(0)
+    cnn = timm.create_model("resnet20_cifar", num_classes=10)
+    vit = timm.create_model(
+        "vit_tiny_patch16_224", img_size=32, patch_size=8, num_classes=10, pretrained=False
+    )
+    teachers = [cnn.eval(), vit.eval()]
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        probe = [forward_outputs(t, images) for t in teachers]
+    heads = teacher_heads(teachers, probe)
+    assert heads[0] is cnn.linear and heads[1] is vit.head
+    for head, outputs in zip(heads, probe, strict=True):
+        assert not head.training and not any(p.requires_grad for p in head.parameters())
+        torch.testing.assert_close(head(outputs.embedding), outputs.logits, atol=1e-4, rtol=0)
+    # a head that does not reproduce the logits from the pooled embedding is not offered
+    shifted = ModelOutputs(probe[0].logits + 1.0, probe[0].embedding)
+    tokens = ModelOutputs(probe[1].logits, torch.randn(3, 17, 192))
+    assert teacher_heads(teachers, [shifted, tokens]) == [None, None]
 
 
 def test_input_adapter_renormalises_and_resizes():

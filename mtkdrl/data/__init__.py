@@ -1,7 +1,7 @@
 """Data through Hugging Face `datasets`, with timm's transforms and seeded per-sample views."""
 
 from .loading import DataBundle, build_data, build_eval_loader
-from .sources import SOURCES, SplitInfo, load_splits
+from .sources import SOURCES, SplitInfo, describe_split, load_splits, local_source
 from .transforms import TRAIN_TRANSFORMS, build_train_transform, sample_seed
 
 __all__ = [
@@ -12,6 +12,8 @@ __all__ = [
     "build_data",
     "build_eval_loader",
     "build_train_transform",
+    "describe_split",
     "load_splits",
+    "local_source",
     "sample_seed",
 ]

@@ -194,9 +194,14 @@ def _stream_size(cfg: DataConfig, rows: Any) -> int:
     return split_info.num_examples
 
 
-def build_data(cfg: DataConfig, data_config: dict, seed: int) -> DataBundle:
-    """Train and eval loaders for the student's `data_config`, shuffled and augmented by `seed`."""
-    train_rows, eval_rows, info = load_splits(cfg)
+def build_data(
+    cfg: DataConfig, data_config: dict, seed: int, splits: tuple[Any, Any, SplitInfo] | None = None
+) -> DataBundle:
+    """Train and eval loaders for the student's `data_config`, shuffled and augmented by `seed`.
+
+    `splits` are what `load_splits(cfg)` returned, when the caller opened them already.
+    """
+    train_rows, eval_rows, info = splits if splits is not None else load_splits(cfg)
     transform = build_train_transform(cfg.train_transform, data_config)
     train_rows = _subset(train_rows, cfg.train_subset, "data.train_subset")
     if cfg.streaming:

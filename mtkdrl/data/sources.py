@@ -13,7 +13,7 @@ from typing import Any
 
 import datasets
 
-from ..errors import MtkdrlError
+from ..errors import MtkdrlError, first_line
 from ..recipe import DataConfig
 
 IMAGE_COLUMNS = ("img", "image", "jpg", "png", "pixel_values")
@@ -57,15 +57,41 @@ def _hub(cfg: DataConfig, splits: list[str], streaming: bool) -> dict[str, Any]:
     try:
         return datasets.load_dataset(cfg.name, data_dir=cfg.data_dir, streaming=streaming)
     except (FileNotFoundError, ConnectionError, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise MtkdrlError(
-            f"data.name: cannot open data set {cfg.name!r} ({first_line}); give a Hub data set "
-            "name (online or cached), or data.name: parquet with data.data_files, "
+            f"data.name: cannot open data set {cfg.name!r} ({first_line(err)}); give a Hub data "
+            "set name (online or cached), or data.name: parquet with data.data_files, "
             "or data.name: imagefolder with data.data_dir"
         ) from None
 
 
 SOURCES = {"parquet": _parquet, "imagefolder": _imagefolder}
+
+
+def local_source(cfg: DataConfig, split: str) -> Path | None:
+    """The local file (parquet) or folder (imagefolder) a split is read from; None for the Hub."""
+    if cfg.name == "parquet" and cfg.data_files and split in cfg.data_files:
+        return Path(cfg.data_files[split])
+    if cfg.name == "imagefolder" and cfg.data_dir:
+        return Path(cfg.data_dir)
+    return None
+
+
+def describe_split(cfg: DataConfig, split: str, subset: int | None = None) -> str:
+    """Where a split's images come from, free of local paths, for cards and messages.
+
+    A parquet file by its file name, an image folder by its own name, a Hub data set by its id;
+    then the split and, when `subset` is set, how many of its first images, e.g.
+    `val.parquet, split 'validation', first 500 images`.
+    """
+    source = local_source(cfg, split)
+    if source is None:
+        where = cfg.name
+    elif cfg.name == "imagefolder":
+        where = f"{source.name}/ (imagefolder)"
+    else:
+        where = source.name
+    first = f", first {subset} images" if subset else ""
+    return f"{where}, split {split!r}{first}"
 
 
 def _pick_split(opened: dict[str, Any], split: str, field: str) -> Any:

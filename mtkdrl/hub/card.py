@@ -1,7 +1,10 @@
 """The model card (README.md) of an exported student: Hub front matter and a Markdown body.
 
 The front matter comes from `huggingface_hub.ModelCardData` (so `model-index` has the shape the
-Hub validates); the body fills the template `templates/model_card.md` with `string.Template`.
+Hub validates); `huggingface_hub.ModelCard.from_template` renders the Jinja template
+`templates/model_card.md` with it (`{{ card_data }}`) and the card's sections (`{{ results }}`,
+...). What the card says of the method (its one-line description, its citation, whether it
+distils from teachers) comes from the method's class.
 """
 
 from __future__ import annotations
@@ -10,15 +13,19 @@ import json
 import re
 from dataclasses import dataclass, field
 from importlib.resources import files
-from pathlib import Path
-from string import Template
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
+import jinja2
+import jinja2.meta
 import timm
-from huggingface_hub import EvalResult, ModelCardData
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .. import __version__
-from ..errors import MtkdrlError
+from ..data import describe_split, local_source
+from ..errors import MtkdrlError, first_line
 from ..hardware import machine_info
+from ..methods import method_class
 from ..recipe import DataConfig
 from .lineage import base_model, provenance
 from .run import FinishedRun, Reference, Score, Which, eval_data_of
@@ -26,30 +33,25 @@ from .run import FinishedRun, Reference, Score, Which, eval_data_of
 TEMPLATE = files("mtkdrl.hub") / "templates" / "model_card.md"
 PLOT_NAME = "teacher_weights.png"
 TAGS = ["image-classification", "timm", "knowledge-distillation", "mtkdrl"]
-METHODS = {
-    "none": "no distillation (the student alone, cross-entropy only)",
-    "kd": "KD (Hinton et al., 2015) from one teacher",
-    "avg": "AVER (every teacher weighted 1/K)",
-    "mtkdrl": "MTKD-RL (Yang et al., AAAI 2025: an agent sets per-sample teacher weights)",
-}
-MTKDRL_CITATION = """## Citation
 
-The distillation method, MTKD-RL:
 
-```bibtex
-@inproceedings{yang2025mtkdrl,
-  title     = {Multi-Teacher Knowledge Distillation with Reinforcement Learning
-               for Visual Recognition},
-  author    = {Yang, C. and Yu, X. and Yang, H. and An, Z. and Yu, C. and Huang, L. and Xu, Y.},
-  booktitle = {Proceedings of the AAAI Conference on Artificial Intelligence},
-  volume    = {39},
-  number    = {9},
-  year      = {2025},
-  doi       = {10.1609/aaai.v39i9.32990},
-  eprint    = {2502.18510},
-  archivePrefix = {arXiv}
-}
-```"""
+@dataclass(frozen=True)
+class MethodText:
+    """What a card says of a method, from its class."""
+
+    description: str
+    citation: str
+    uses_teachers: bool
+
+
+def method_text(name: str) -> MethodText:
+    """The method's one-line description, BibTeX citation and whether it distils from teachers;
+    a method this installation does not register is described by its name alone."""
+    try:
+        cls = method_class(name)
+    except MtkdrlError:
+        return MethodText(description=f"method `{name}`", citation="", uses_teachers=True)
+    return MethodText(cls.description, cls.citation.strip(), cls.uses_teachers)
 
 
 @dataclass
@@ -78,11 +80,10 @@ def dataset_display(data: DataConfig, dataset_id: str | None, dataset_name: str 
     """A data set's display name: the one given, else its Hub id, else its data folder's name."""
     if dataset_name or dataset_id:
         return dataset_name or dataset_id
-    if data.name == "parquet" and data.data_files and data.eval_split in data.data_files:
-        return Path(data.data_files[data.eval_split]).parent.name
-    if data.name == "imagefolder" and data.data_dir:
-        return Path(data.data_dir).name
-    return data.name
+    source = local_source(data, data.eval_split)
+    if source is None:
+        return data.name
+    return (source.name if data.name == "imagefolder" else source.parent.name) or data.name
 
 
 def is_mtkdrl_architecture(architecture: str) -> bool:
@@ -126,13 +127,19 @@ def front_matter(ctx: CardContext) -> ModelCardData:
 
 
 def render_card(ctx: CardContext, template: Path | None = None) -> str:
-    """The README.md text of an export, from the packaged template or the one given."""
+    """The README.md text of an export, from the packaged template or the (Jinja) one given.
+
+    The template sees `card_data` (the front matter's YAML) and the sections below; `citation`
+    is the method's BibTeX, empty when it has none, and `method` its name. The front matter's own
+    fields (`library_name`, `tags`, ...) are variables too, except `license`, which is the
+    licence section.
+    """
     if template is not None and not Path(template).is_file():
         raise MtkdrlError(f"--template: no such file: {template}")
-    text = Path(template).read_text() if template else TEMPLATE.read_text()
-    method = ctx.run.recipe.method.name
+    path = Path(template) if template else Path(str(TEMPLATE))
+    card_data = front_matter(ctx)
+    info = method_text(ctx.run.recipe.method.name)
     sections = dict(
-        front_matter=front_matter(ctx).to_yaml(),
         title=ctx.repo_id.split("/", 1)[1],
         intro=_intro(ctx),
         results=_results(ctx),
@@ -140,19 +147,61 @@ def render_card(ctx: CardContext, template: Path | None = None) -> str:
         lineage=_lineage(ctx),
         teacher_weights=_teacher_weights(ctx),
         training=_training(ctx),
-        recipe=ctx.run.recipe_text.rstrip(),
+        recipe=published_recipe(ctx.run.recipe_text).rstrip(),
         software=_software(ctx),
         license=_license(ctx),
-        citation=MTKDRL_CITATION if method == "mtkdrl" else "",
+        method=ctx.run.recipe.method.name,
+        citation=info.citation,
     )
+    names = ", ".join("{{ " + key + " }}" for key in ["card_data", *sections])
+    fields = set(card_data.to_dict()) | {k for k in vars(card_data) if not k.startswith("_")}
     try:
-        body = Template(text).substitute(sections)
-    except (KeyError, ValueError) as err:
+        parsed = jinja2.Environment().parse(path.read_text())
+    except jinja2.TemplateSyntaxError as err:
         raise MtkdrlError(
-            f"--template {template}: bad placeholder {err}; "
-            f"valid: {', '.join('$' + key for key in sections)} ($$ for a dollar sign)"
+            f"--template {template}: bad Jinja syntax at line {err.lineno}: {err.message}; "
+            f"valid: {names}"
         ) from None
-    return re.sub(r"\n{3,}", "\n\n", body).rstrip() + "\n"
+    unknown = sorted(
+        jinja2.meta.find_undeclared_variables(parsed) - {"card_data", *sections, *fields}
+    )
+    if unknown:
+        raise MtkdrlError(
+            f"--template {template}: bad placeholder{'s' * (len(unknown) > 1)} "
+            f"{', '.join(map(repr, unknown))}; valid: {names}"
+        )
+    try:
+        card = ModelCard.from_template(card_data, template_path=str(path), **sections)
+    except jinja2.TemplateError as err:
+        raise MtkdrlError(f"--template {template}: cannot render: {first_line(err)}") from None
+    except (yaml.YAMLError, ValueError) as err:
+        raise MtkdrlError(
+            f"--template {template}: its front matter is not valid card metadata: {first_line(err)}"
+        ) from None
+    return re.sub(r"\n{3,}", "\n\n", str(card)).rstrip() + "\n"
+
+
+def published_recipe(text: str) -> str:
+    """A run's recipe.yaml as a card shows it: every absolute path shortened to its file name."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    shortened = _without_absolute_paths(raw)
+    return text if shortened == raw else yaml.safe_dump(shortened, sort_keys=False)
+
+
+def _without_absolute_paths(value: object) -> object:
+    if isinstance(value, dict):
+        return {key: _without_absolute_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_absolute_paths(item) for item in value]
+    if isinstance(value, str):
+        if PureWindowsPath(value).drive and PureWindowsPath(value).is_absolute():
+            return PureWindowsPath(value).name
+        if value.startswith(("/", "~")):
+            return PurePosixPath(value).name
+    return value
 
 
 def _percent(value: float | None) -> str:
@@ -160,15 +209,15 @@ def _percent(value: float | None) -> str:
 
 
 def _intro(ctx: CardContext) -> str:
-    method = ctx.run.recipe.method.name
+    info = method_text(ctx.run.recipe.method.name)
     teachers = len(ctx.run.recipe.teachers)
     after = " after `import mtkdrl`" if is_mtkdrl_architecture(ctx.architecture) else ""
     source = f"from {teachers} teacher{'s' * (teachers != 1)} " if teachers else ""
-    how = "trained " if method == "none" else f"distilled {source}"
+    how = f"distilled {source}" if info.uses_teachers else "trained "
     return (
         f"A `{ctx.architecture}` image classifier ({ctx.num_params / 1e6:.2f} M parameters) for "
-        f"{ctx.dataset}, {how}with {METHODS.get(method, method)} "
-        f"by mtkdrl {ctx.run.summary.get('mtkdrl_version', 'unknown version')}. "
+        f"{ctx.dataset}, {how}by mtkdrl "
+        f"{ctx.run.summary.get('mtkdrl_version', 'unknown version')} with {info.description}. "
         f"It is a plain timm model: `timm.create_model('hf-hub:{ctx.repo_id}', pretrained=True)` "
         f"loads it{after}."
     )
@@ -192,10 +241,10 @@ def _results(ctx: CardContext) -> str:
             f"{_percent(teacher.get('top5'))} | — |"
         )
     for ref in ctx.references:
-        method = ref.run.recipe.method.name
+        description = method_text(ref.run.recipe.method.name).description
         rows.append(
             f"| `{ref.run.recipe.student.name}` (run `{ref.run.run_dir.name}`) | reference "
-            f"{ref.label}: {METHODS.get(method, method)} | {_percent(ref.score.top1)} | "
+            f"{ref.label}: {description} | {_percent(ref.score.top1)} | "
             f"{_percent(ref.score.top5)} | {_budget(ref.run)} |"
         )
     count = f" ({ctx.score.count} images)" if ctx.score.count else ""
@@ -207,7 +256,7 @@ def _results(ctx: CardContext) -> str:
         notes.append("The teachers' were measured by the run on the same images (`teachers.json`).")
     if ctx.references:
         notes.append("References are other runs on the same evaluation data, at their best epoch.")
-    elif ctx.run.recipe.method.name != "none":
+    elif method_text(ctx.run.recipe.method.name).uses_teachers:
         notes.append("No no-distillation or AVER reference run was given for this export.")
     return "\n".join(rows) + "\n\n" + " ".join(notes)
 
@@ -242,17 +291,17 @@ names = model.pretrained_cfg.get("label_names")
 def _lineage(ctx: CardContext) -> str:
     recipe = ctx.run.recipe
     method = recipe.method
+    info = method_text(method.name)
     options = f", options `{json.dumps(method.options, sort_keys=True)}`" if method.options else ""
     student = provenance(recipe.student)
     loss = (
-        "cross-entropy only"
-        if method.name == "none"
-        else f"CE + {method.alpha:g}·Σ w·KL(T = {method.temperature:g}) + "
+        f"CE + {method.alpha:g}·Σ w·KL(T = {method.temperature:g}) + "
         f"{method.beta:g}·Σ v·MSE(adapted features), w and v the teachers' weights"
+        if info.uses_teachers
+        else "cross-entropy only"
     )
     lines = [
-        f"- **Method**: `{method.name}`, {METHODS.get(method.name, 'a registered method')}; "
-        f"loss {loss}{options}.",
+        f"- **Method**: `{method.name}`, {info.description}; loss {loss}{options}.",
         f"- **Student**: `{recipe.student.name}`, {student.source}.",
         f"- **Training data**: {_train_data(ctx)}.",
     ]
@@ -263,25 +312,17 @@ def _lineage(ctx: CardContext) -> str:
         origin = provenance(spec)
         table.append(f"| `{spec.name}` | {origin.source} | {origin.license} |")
     role = (
-        "evaluated only: the `none` method does not distil from them"
-        if method.name == "none"
-        else "frozen during distillation"
+        "frozen during distillation"
+        if info.uses_teachers
+        else f"evaluated only: the `{method.name}` method does not distil from them"
     )
     return "\n".join(lines) + f"\n\nTeachers ({role}):\n\n" + "\n".join(table)
 
 
 def _train_data(ctx: CardContext) -> str:
     data = ctx.run.recipe.data
-    if data.name == "parquet" and data.data_files and data.train_split in data.data_files:
-        path = Path(data.data_files[data.train_split])
-        where = f"`{path.parent.name}/{path.name}`"
-    else:
-        where = f"`{data.data_dir or data.name}`"
-    subset = f", first {data.train_subset} images" if data.train_subset else ""
-    return (
-        f"{ctx.dataset}, {where} split {data.train_split!r}{subset}, "
-        f"`{data.train_transform}` augmentation"
-    )
+    where = describe_split(data, data.train_split, data.train_subset)
+    return f"{ctx.dataset}, {where}, `{data.train_transform}` augmentation"
 
 
 def _teacher_weights(ctx: CardContext) -> str:
@@ -341,7 +382,7 @@ def _license(ctx: CardContext) -> str:
     for spec in ctx.run.recipe.teachers:
         licences.setdefault(provenance(spec).license, []).append(f"`{spec.name}`")
     text = f"The student's weights are released under `{ctx.license}`."
-    if licences and ctx.run.recipe.method.name != "none":
+    if licences and method_text(ctx.run.recipe.method.name).uses_teachers:
         parts = "; ".join(f"{lic}: {', '.join(names)}" for lic, names in licences.items())
         text += (
             f" They were distilled from teachers whose weights carry these licences: {parts}. "

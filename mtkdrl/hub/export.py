@@ -24,7 +24,7 @@ from .. import __version__
 from ..data import load_splits
 from ..errors import MtkdrlError, exit_code
 from ..pool import create_model, data_config_of, load_checkpoint
-from ..recipe import DataConfig, ModelSpec
+from ..recipe import DataConfig
 from .card import PLOT_NAME, CardContext, render_card
 from .names import check_repo_id
 from .run import FinishedRun, Score, Which, measure, read_reference, read_run
@@ -69,7 +69,7 @@ class Export:
 def build_student(run: FinishedRun, which: Which) -> nn.Module:
     """The run's student architecture with its best or last weights, loaded strictly, in eval."""
     spec = run.recipe.student
-    bare = ModelSpec(name=spec.name, kwargs=spec.kwargs, mean=spec.mean, std=spec.std)
+    bare = spec.without_weights()
     weights = run.weights(which)
     model = create_model(bare, None, "student")
     classes = _classifier_rows(model, weights)

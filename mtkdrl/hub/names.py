@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from ..errors import MtkdrlError
+from ..errors import MtkdrlError, first_line
 
 DEFAULT_ORG = "mtkdrl"
 
@@ -14,8 +14,9 @@ def check_repo_id(repo_id: str, field: str = "--repo-id") -> str:
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
-        reason = str(err).strip().splitlines()[0]
-        raise MtkdrlError(f"{field}: {repo_id!r} is not a valid Hub repo id: {reason}") from None
+        raise MtkdrlError(
+            f"{field}: {repo_id!r} is not a valid Hub repo id: {first_line(err)}"
+        ) from None
     if repo_id.count("/") != 1:
         raise MtkdrlError(
             f"{field}: {repo_id!r} must name an organisation or user and a repo, as ORG/NAME "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,9 +10,11 @@ from typing import Literal
 
 import yaml
 
+from ..data import describe_split
 from ..errors import MtkdrlError
 from ..evaluate import evaluate_model
-from ..recipe import DataConfig, ModelSpec, Recipe
+from ..outputs import read_records
+from ..recipe import DataConfig, Recipe
 
 WEIGHT_FILES = {"best": "student_best.safetensors", "last": "student_last.safetensors"}
 Which = Literal["best", "last"]
@@ -113,20 +116,14 @@ def read_run(run_dir: str | Path) -> FinishedRun:
         recipe_text=recipe_text,
         summary=json.loads(summary_path.read_text()),
         teachers=teachers,
-        epochs=_epoch_records(run_dir / "metrics.jsonl"),
+        epochs=_epoch_records(run_dir),
     )
 
 
 def measure(run: FinishedRun, which: Which) -> Score:
     """The student's accuracy measured now, from its weights file, on the run's eval split."""
     spec = run.recipe.student
-    weights = ModelSpec(
-        name=spec.name,
-        checkpoint=str(run.weights(which)),
-        kwargs=spec.kwargs,
-        mean=spec.mean,
-        std=spec.std,
-    )
+    weights = dataclasses.replace(spec.without_weights(), checkpoint=str(run.weights(which)))
     result = evaluate_model(weights, run.recipe.data)
     return Score(
         top1=result["top1"],
@@ -137,24 +134,16 @@ def measure(run: FinishedRun, which: Which) -> Score:
     )
 
 
-def _epoch_records(path: Path) -> list[dict]:
-    if not path.is_file():
+def _epoch_records(run_dir: Path) -> list[dict]:
+    """The per-epoch records of the run's `metrics.jsonl` (none when it has no such file)."""
+    if not (run_dir / "metrics.jsonl").is_file():
         return []
-    records = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return [r for r in records if "epoch_seconds" in r]
+    return [r for r in read_records(run_dir) if "epoch_seconds" in r]
 
 
 def eval_data_of(data: DataConfig) -> str:
     """A short, path-free description of the data a run evaluated on (file, folder or Hub name)."""
-    if data.name == "parquet" and data.data_files and data.eval_split in data.data_files:
-        path = Path(data.data_files[data.eval_split])
-        where = f"{path.parent.name}/{path.name}"
-    elif data.name == "imagefolder" and data.data_dir:
-        where = f"{Path(data.data_dir).name}/ (imagefolder)"
-    else:
-        where = data.name
-    subset = f", first {data.eval_subset} images" if data.eval_subset else ""
-    return f"{where}, split {data.eval_split!r}{subset}"
+    return describe_split(data, data.eval_split, data.eval_subset)
 
 
 @dataclass

@@ -1,7 +1,7 @@
-"""Weighting strategies: one file per method, found and registered by name.
+"""Distillation methods: one file per method, found and registered by name.
 
-A new method is one new module in this package defining a `WeightingStrategy` subclass with
-`@register_method`; it is imported automatically.
+A new method is one new module in this package defining a `Method` subclass with
+`@register_method`; it is imported automatically. See docs/methods/README.md.
 """
 
 from __future__ import annotations
@@ -11,21 +11,28 @@ import pkgutil
 
 from ..errors import MtkdrlError
 from ..recipe import MethodConfig, build_dataclass
-from .base import DistillBatch, MethodContext, TeacherWeights, WeightingStrategy
+from .base import (
+    DistillBatch,
+    Method,
+    MethodContext,
+    StudentAccess,
+    TeacherTerms,
+    TeacherWeights,
+)
 
-METHODS: dict[str, type[WeightingStrategy]] = {}
+METHODS: dict[str, type[Method]] = {}
 
 
-def register_method(cls: type[WeightingStrategy]) -> type[WeightingStrategy]:
-    """Class decorator adding a strategy to the registry under `cls.name`."""
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} needs a non-empty `name`")
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator adding a method to the registry under `cls.name`."""
+    if not cls.name or not cls.description:
+        raise ValueError(f"{cls.__name__} needs a non-empty `name` and `description`")
     METHODS[cls.name] = cls
     return cls
 
 
-def method_class(name: str) -> type[WeightingStrategy]:
-    """The registered strategy called `name`, or an error listing the available ones."""
+def method_class(name: str) -> type[Method]:
+    """The registered method called `name`, or an error listing the available ones."""
     if name not in METHODS:
         raise MtkdrlError(
             f"method.name: unknown method {name!r}; available: {', '.join(sorted(METHODS))}"
@@ -33,8 +40,8 @@ def method_class(name: str) -> type[WeightingStrategy]:
     return METHODS[name]
 
 
-def create_method(config: MethodConfig, context: MethodContext) -> WeightingStrategy:
-    """Build the strategy a recipe names, validating its `method.options`."""
+def create_method(config: MethodConfig, context: MethodContext) -> Method:
+    """Build the method a recipe names, validating its `method.options`."""
     cls = method_class(config.name)
     options = build_dataclass(cls.Options, config.options, "method.options")
     return cls(context, options)
@@ -51,9 +58,11 @@ _import_all()
 __all__ = [
     "METHODS",
     "DistillBatch",
+    "Method",
     "MethodContext",
+    "StudentAccess",
+    "TeacherTerms",
     "TeacherWeights",
-    "WeightingStrategy",
     "create_method",
     "method_class",
     "register_method",

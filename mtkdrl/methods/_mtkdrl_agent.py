@@ -1,12 +1,15 @@
-"""MTKD-RL's agent: state building, the policy network, and the replay buffer (mtkdrl.md §2.4-2.7).
+"""MTKD-RL's agent, shared by both updates: the state, the policy network, reward normalisation.
 
-Kept beside the `mtkdrl` strategy; the module name starts with `_` so the method registry does
-not treat it as a method.
+See docs/methods/mtkdrl.md (State, Action and weights, Reward). The module name starts with `_`
+so the method registry does not treat it as a method.
 """
 
 from __future__ import annotations
 
+import abc
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +47,8 @@ def build_state(
     embeddings: list[Tensor],
     teacher_logits: list[Tensor],
 ) -> AgentState:
-    """Assemble the state of §2.4 from per-teacher terms (all B×K) and teacher outputs."""
+    """Assemble the state (docs/methods/mtkdrl.md#state) from per-teacher terms (B×K each) and
+    the teachers' outputs."""
     parts = []
     for k, (embedding, logits) in enumerate(zip(embeddings, teacher_logits, strict=True)):
         parts += [cos[:, k : k + 1], kl[:, k : k + 1], teacher_ce[:, k : k + 1], embedding, logits]
@@ -58,7 +62,8 @@ def state_widths(embedding_dims: list[int], num_classes: int) -> list[int]:
 
 
 def handcrafted_sources(state: AgentState) -> tuple[Tensor, Tensor, Tensor]:
-    """The three hand-crafted weight sources of §2.5, each summing to 1 over teachers.
+    """The three hand-crafted weight sources, each summing to 1 over teachers
+    (docs/methods/mtkdrl.md#action-and-weights).
 
     Confidence (1 - softmax(tCE))/(K - 1): a teacher with lower CE gets more weight; logit gap
     softmax(KL): the teacher farthest from the student gets more; feature similarity softmax(cos).
@@ -105,7 +110,7 @@ class PolicyNetwork(nn.Module):
     def combine(
         self, logit_action: Tensor, feature_action: Tensor, state: AgentState
     ) -> tuple[Tensor, Tensor]:
-        """Mix the agent's actions with the hand-crafted sources (§2.5)."""
+        """Mix the agent's actions with the hand-crafted sources."""
         confidence, logit_gap, feature_similarity = handcrafted_sources(state)
         logit_mix, feature_mix = self.mixing()
         logit_weights = (
@@ -117,17 +122,6 @@ class PolicyNetwork(nn.Module):
             + feature_mix[2] * feature_similarity
         )
         return logit_weights, feature_weights
-
-
-def replay_loss(logit_weights: Tensor, feature_weights: Tensor, reward: Tensor) -> Tensor:
-    """The official agent objective: reward-weighted BCE of both weight matrices towards 1.
-
-    Equals `BCE(w, 1, weight=r̂)` for each head (mean over B×K, log clamped at -100 as PyTorch does).
-    """
-    weight = reward.unsqueeze(1)
-    logit_term = (weight * -torch.log(logit_weights).clamp(min=-100.0)).mean()
-    feature_term = (weight * -torch.log(feature_weights).clamp(min=-100.0)).mean()
-    return logit_term + feature_term
 
 
 def normalise_reward(reward: Tensor) -> Tensor:
@@ -143,44 +137,71 @@ def normalise_reward(reward: Tensor) -> Tensor:
     return ((reward - reward.mean()) / std).clamp(0.0, 1.0)
 
 
-class ReplayBuffer:
-    """States and normalised rewards kept off the accelerator in reduced precision, size-capped."""
+def agent_step(
+    optimizer: torch.optim.Optimizer,
+    params: list[nn.Parameter],
+    loss: Tensor,
+    reduce: Callable[[Tensor], Tensor] | None,
+) -> None:
+    """One step of the agent's optimizer, gradients averaged over processes when `reduce` is set,
+    so every rank's agent stays identical."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if reduce is not None:
+        for param in params:
+            if param.grad is not None:
+                param.grad = reduce(param.grad)
+    optimizer.step()
 
-    def __init__(self, dtype: torch.dtype, cap_bytes: int) -> None:
-        self.dtype = dtype
-        self.cap_bytes = cap_bytes
-        self.states: list[Tensor] = []
-        self.rewards: list[Tensor] = []
 
-    def __len__(self) -> int:
-        return len(self.states)
+def local_slice(tensor: Tensor, size: int, rank: int) -> Tensor:
+    """This process's rows of a tensor gathered over processes in rank order."""
+    return tensor[rank * size : (rank + 1) * size]
 
-    @property
-    def nbytes(self) -> int:
-        return sum(
-            s.numel() * s.element_size() + r.numel() * 4
-            for s, r in zip(self.states, self.rewards, strict=True)
-        )
 
-    def would_overflow(self, batch_size: int, state_dim: int) -> bool:
-        """True if adding one more batch of this shape would pass the cap."""
-        itemsize = torch.tensor([], dtype=self.dtype).element_size()
-        return (
-            bool(self.states)
-            and self.nbytes + batch_size * (state_dim * itemsize + 4) > self.cap_bytes
-        )
+class AgentUpdate(nn.Module, abc.ABC):
+    """How the agent turns its policy's weights into applied ones and learns from the reward.
 
-    def add(self, state: Tensor, reward: Tensor) -> None:
-        self.states.append(state.detach().to("cpu", self.dtype))
-        self.rewards.append(reward.detach().to("cpu", torch.float32))
+    One subclass per `agent_update` option, each in its own file; `MTKDRL` holds one and never
+    asks which. The update owns the policy it trains; `updates` counts the agent's optimizer
+    steps. Subclasses set `optimizer` in their `__init__`.
+    """
 
-    def clear(self) -> None:
-        self.states.clear()
-        self.rewards.clear()
+    optimizer: torch.optim.Optimizer
 
-    def state_dict(self) -> dict:
-        return {"states": list(self.states), "rewards": list(self.rewards)}
+    def __init__(
+        self, policy: PolicyNetwork, context: Any, options: Any, widths: list[int]
+    ) -> None:
+        super().__init__()
+        self.policy = policy
+        self.context = context
+        self.options = options
+        self.widths = widths
+        self.updates = 0
 
-    def load_state_dict(self, state: dict) -> None:
-        self.states = list(state["states"])
-        self.rewards = list(state["rewards"])
+    def act(self, logit_weights: Tensor, feature_weights: Tensor) -> tuple[Tensor, Tensor]:
+        """The weights applied to the student's loss, from the policy's (no gradient)."""
+        return logit_weights, feature_weights
+
+    @abc.abstractmethod
+    def observe(
+        self, state: AgentState, logit_w: Tensor, feature_w: Tensor, reward: Tensor, epoch: int
+    ) -> None:
+        """Learn from one step: its state, the applied weights and the per-sample reward."""
+
+    def end_epoch(self) -> None:
+        """Called at each epoch's end."""
+
+    def describe(self) -> str:
+        return ""
+
+    def step(self, loss: Tensor, params: list[nn.Parameter]) -> None:
+        agent_step(self.optimizer, params, loss, self.context.reduce)
+        self.updates += 1
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "updates": self.updates}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.updates = state["updates"]

@@ -1,4 +1,11 @@
-"""The one small interface every weighting strategy implements, and what it is given."""
+"""The one small interface every distillation method implements, and what it is given.
+
+A method sees one batch as raw outputs (`DistillBatch`) and returns named per-sample loss terms
+that the loop sums, logs and back-propagates. The default `forward` is the multi-teacher loss of
+docs/methods/README.md, CE + α Σ_k w_k·ℓ(z_s, z_k; T) + β Σ_k v_k·MSE_k, so a weighting method
+only says how it weights (`teacher_weights`); a method may also choose the logit loss ℓ
+(`logit_loss`), the temperatures (`temperature`), or replace `forward` whole.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +14,31 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..losses import (
+    feature_mse_per_sample,
+    kl_per_sample,
+    stack_teacher_terms,
+    weighted_distillation_terms,
+)
 from ..pool import ModelOutputs
 
 
 @dataclass
 class DistillBatch:
-    """One batch as a strategy sees it: outputs and the per-sample, per-teacher loss terms.
+    """One batch as a method sees it: labels and every model's outputs (nothing computed yet).
 
-    `kl` and `mse` carry gradients into the student; a strategy that derives weights from them
-    must detach. `adapted[k]` is the student's map through teacher k's adapter (empty when the
-    run has no feature loss), `mse` is then None.
+    `adapted[k]` is the student's last-stage map through teacher k's feature adapter, in fp32
+    (empty when the method uses no feature loss). Student outputs carry gradients.
     """
 
     labels: Tensor
     student: ModelOutputs
     teachers: list[ModelOutputs]
     adapted: list[Tensor]
-    ce: Tensor
-    kl: Tensor
-    mse: Tensor | None
 
     @property
     def num_teachers(self) -> int:
@@ -35,8 +46,20 @@ class DistillBatch:
 
 
 @dataclass
+class TeacherTerms:
+    """Per-sample terms before weighting: CE (B), logit loss per teacher (B×K), feature MSE (B×K).
+
+    `logit` and `feature` carry gradients into the student; detach before deriving weights.
+    """
+
+    ce: Tensor
+    logit: Tensor
+    feature: Tensor | None
+
+
+@dataclass
 class TeacherWeights:
-    """Per-sample, per-teacher weights (B×K) for the logit loss and, if used, the feature loss."""
+    """Per-sample, per-teacher weights (B×K) for the logit and, if used, the feature loss."""
 
     logit: Tensor
     feature: Tensor | None = None
@@ -44,11 +67,13 @@ class TeacherWeights:
 
 @dataclass
 class MethodContext:
-    """What a strategy may know about the run when it is built.
+    """What a method may know about the run when it is built.
 
-    `gather` concatenates a tensor over processes (for global-batch statistics) and `reduce`
-    averages it (for gradients of state that must stay identical on every rank); both are None
-    in a single process.
+    `teacher_heads[k]` is teacher k's frozen classifier, mapping a B×d embedding to its logits
+    (None where the head does not take pooled embeddings, e.g. a token head). `gather`
+    concatenates a tensor over processes (for global-batch statistics) and `reduce` averages it
+    (for gradients of state that must stay identical on every rank); both are None in a single
+    process.
     """
 
     teacher_names: list[str]
@@ -57,6 +82,7 @@ class MethodContext:
     temperature: float
     alpha: float
     beta: float
+    teacher_heads: list[nn.Module | None]
     gather: Callable[[Tensor], Tensor] | None = None
     reduce: Callable[[Tensor], Tensor] | None = None
     process_index: int = 0
@@ -65,28 +91,64 @@ class MethodContext:
     def num_teachers(self) -> int:
         return len(self.teacher_names)
 
+    def head(self, index: int) -> nn.Module:
+        """Teacher `index`'s classifier head, or an error naming the teacher."""
+        head = self.teacher_heads[index]
+        if head is None:
+            raise ValueError(
+                f"teacher {self.teacher_names[index]!r} has no classifier head that takes its "
+                "pooled embedding (e.g. a head over tokens); pick a method that does not need it"
+            )
+        return head
+
+
+@dataclass
+class StudentAccess:
+    """What `before_step` may use: the student as a function of its parameters, and more data.
+
+    `params` are the student's live parameters by name; `forward(params, images)` runs the student
+    functionally (`torch.func.functional_call`) on copies of its buffers, so a look-ahead step never
+    moves BN statistics; `loss(params, batch)` is the method's mean loss on `batch` (the current one
+    when None) with the student at `params`; `next_batch()` draws another training batch
+    (images, labels, indices).
+    """
+
+    params: dict[str, Tensor]
+    lr: float
+    batch: tuple[Tensor, Tensor, Tensor | None]
+    forward: Callable[[dict[str, Tensor], Tensor], ModelOutputs]
+    loss: Callable[[dict[str, Tensor], tuple | None], Tensor]
+    next_batch: Callable[[], tuple[Tensor, Tensor, Tensor | None]]
+
 
 @dataclass
 class NoOptions:
-    """A strategy without options of its own."""
+    """A method without options of its own."""
 
 
-class WeightingStrategy(nn.Module, abc.ABC):
-    """Decides, per sample and per teacher, how much the student learns from each teacher.
+class Method(nn.Module, abc.ABC):
+    """A distillation method: per-sample loss terms from one batch of outputs.
 
-    Subclasses set `name`, optionally an `Options` dataclass (validated from `method.options`),
-    and implement `weights`. `observe` sees the step's losses after the optimizer step, and any
-    trainable state lives in the module itself, so it is checkpointed with the run.
+    Subclasses set `name`, `description` (one line, for cards and tables), `citation` (BibTeX,
+    empty for none) and optionally an `Options` dataclass (validated from `method.options`) and
+    `tracked_weights` (which of `TeacherWeights`' fields to log per teacher and epoch). Trainable
+    state lives in the module (saved as safetensors), running state in `extra_state()` (tensors
+    and plain values only: the run saves it as safetensors plus JSON, never as a pickle).
     """
 
     name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    citation: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     uses_teachers: ClassVar[bool] = True
+    tracked_weights: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, context: MethodContext, options: Any) -> None:
         super().__init__()
         self.context = context
         self.options = options
+        self.last_weights: TeacherWeights | None = None
+        self.weight_stats: Tensor | None = None  # per-epoch sums of w and w² for tracked kinds
 
     @property
     def uses_features(self) -> bool:
@@ -94,18 +156,118 @@ class WeightingStrategy(nn.Module, abc.ABC):
         return False
 
     def describe(self) -> str:
-        """A line for the run's log about the strategy's own state (empty if nothing to say)."""
+        """A line for the run's log about the method's own state (empty if nothing to say)."""
         return ""
 
-    @abc.abstractmethod
-    def weights(self, batch: DistillBatch, epoch: int) -> TeacherWeights:
-        """The weights for this batch; the distiller detaches nothing for you."""
+    # ------------------------------------------------------------------ the loss
+    def temperature(self, batch: DistillBatch, epoch: int) -> float | Tensor:
+        """T for the logit loss: a number, a per-sample tensor (B or B×1), or one per sample and
+        teacher (B×K)."""
+        return self.context.temperature
 
-    def observe(
-        self, batch: DistillBatch, weights: TeacherWeights, sample_loss: Tensor, epoch: int
-    ) -> None:
-        """Called after the student's optimizer step with the step's per-sample loss."""
+    def logit_loss(self, student_logits: Tensor, teacher_logits: Tensor, temperature) -> Tensor:
+        """Per-sample logit loss (B,) against one teacher; KL with T² by default."""
+        return kl_per_sample(student_logits, teacher_logits, temperature)
+
+    def teacher_terms(self, batch: DistillBatch, epoch: int) -> TeacherTerms:
+        """CE, the logit loss against every teacher and the feature MSE, per sample."""
+        logits = batch.student.logits.float()
+        ce = F.cross_entropy(logits, batch.labels, reduction="none")
+        if not batch.teachers:
+            return TeacherTerms(ce, logits.new_zeros(logits.shape[0], 0), None)
+        temperature = self.temperature(batch, epoch)
+        columns = _per_teacher(temperature, logits.shape[0], batch.num_teachers)
+        logit = stack_teacher_terms(
+            [
+                self.logit_loss(logits, t.logits, column)
+                for t, column in zip(batch.teachers, columns, strict=True)
+            ]
+        )
+        feature = None
+        if batch.adapted:
+            feature = stack_teacher_terms(
+                [
+                    feature_mse_per_sample(adapted, t.features)
+                    for adapted, t in zip(batch.adapted, batch.teachers, strict=True)
+                ]
+            )
+        return TeacherTerms(ce, logit, feature)
+
+    def teacher_weights(
+        self, batch: DistillBatch, terms: TeacherTerms, epoch: int
+    ) -> TeacherWeights:
+        """The weights for this batch (B×K); the loop detaches nothing for you."""
+        raise NotImplementedError(f"method {self.name!r} defines neither weights nor forward")
+
+    def forward(self, batch: DistillBatch, epoch: int) -> dict[str, Tensor]:
+        """Named per-sample loss terms (B,); their sum is the sample's loss."""
+        terms = self.teacher_terms(batch, epoch)
+        weights = self.teacher_weights(batch, terms, epoch)
+        self.last_weights = weights
+        self.track(weights)
+        return weighted_distillation_terms(
+            terms.ce,
+            terms.logit,
+            terms.feature,
+            weights.logit,
+            weights.feature,
+            self.context.alpha,
+            self.context.beta,
+        )
+
+    # ------------------------------------------------------------- around a step
+    def before_step(self, access: StudentAccess) -> None:
+        """Called after the backward pass, before the student's optimizer step (a meta step)."""
+
+    def observe(self, batch: DistillBatch, sample_loss: Tensor, epoch: int) -> None:
+        """Called after the student's optimizer step with the step's per-sample loss (detached)."""
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
-        """Called at the end of each epoch; returns figures to log (e.g. mean weights)."""
-        return {}
+        """Called at each epoch's end; returns figures to log (the tracked weights' by default)."""
+        return self.weight_figures()
+
+    # ------------------------------------------------------------ tracked weights
+    def track(self, weights: TeacherWeights) -> None:
+        """Accumulate per-teacher sums of w and w² of the tracked kinds for the epoch's figures."""
+        if not self.tracked_weights:
+            return
+        stacked = torch.stack([getattr(weights, kind) for kind in self.tracked_weights]).detach()
+        stats = torch.cat([stacked.sum(1), stacked.pow(2).sum(1)], dim=0)
+        count = stacked.new_full((stats.shape[0], 1), float(stacked.shape[1]))
+        stats = torch.cat([stats, count], dim=1)
+        self.weight_stats = stats if self.weight_stats is None else self.weight_stats + stats
+
+    def weight_figures(self) -> dict[str, float]:
+        """`w_<kind>_mean/<k>` and `w_<kind>_std/<k>` over the epoch's samples (all processes)."""
+        figures: dict[str, float] = {}
+        if self.weight_stats is None:
+            return figures
+        stats = self.weight_stats.unsqueeze(0)
+        stats = (stats if self.context.gather is None else self.context.gather(stats)).sum(0)
+        kinds, k = len(self.tracked_weights), self.context.num_teachers
+        count = stats[0, k].clamp_min(1)
+        for row, kind in enumerate(self.tracked_weights):
+            mean = stats[row, :k] / count
+            spread = (stats[row + kinds, :k] / count - mean.pow(2)).clamp_min(0).sqrt()
+            for index in range(k):
+                figures[f"w_{kind}_mean/{index}"] = float(mean[index])
+                figures[f"w_{kind}_std/{index}"] = float(spread[index])
+        self.weight_stats = None
+        return figures
+
+    # ---------------------------------------------------------------- checkpoint
+    def extra_state(self) -> dict[str, Any]:
+        """Running state beyond parameters and buffers: tensors, numbers, strings, lists, dicts."""
+        return {"weight_stats": self.weight_stats}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.weight_stats = state["weight_stats"]
+
+
+def _per_teacher(temperature: float | Tensor, batch_size: int, num_teachers: int) -> list:
+    """Split a temperature into one per teacher: the number itself, or that teacher's B×1 column."""
+    if not isinstance(temperature, Tensor):
+        return [temperature] * num_teachers
+    grid = temperature.reshape(-1, 1) if temperature.dim() == 1 else temperature
+    grid = grid.expand(batch_size, num_teachers)
+    return [grid[:, k : k + 1] for k in range(num_teachers)]

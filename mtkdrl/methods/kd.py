@@ -1,17 +1,29 @@
-"""`kd`: Hinton et al. (2015) distillation from one teacher: CE + alpha·T²·KL."""
+"""`kd`: Hinton et al. (2015) distillation from one teacher, CE + α·T²·KL.
+
+See docs/methods/kd.md.
+"""
 
 from __future__ import annotations
 
 from ..errors import MtkdrlError
 from . import register_method
-from .base import DistillBatch, MethodContext, NoOptions, TeacherWeights, WeightingStrategy
+from .base import DistillBatch, Method, MethodContext, NoOptions, TeacherTerms, TeacherWeights
+
+HINTON_CITATION = """@article{hinton2015distilling,
+  title   = {Distilling the Knowledge in a Neural Network},
+  author  = {Hinton, Geoffrey and Vinyals, Oriol and Dean, Jeff},
+  journal = {arXiv preprint arXiv:1503.02531},
+  year    = {2015}
+}"""
 
 
 @register_method
-class HintonKD(WeightingStrategy):
+class HintonKD(Method):
     """Weight 1 on the single teacher's logits; no feature loss."""
 
     name = "kd"
+    description = "KD (Hinton et al. 2015): one teacher's softened logits, T²-scaled KL"
+    citation = HINTON_CITATION
 
     def __init__(self, context: MethodContext, options: NoOptions) -> None:
         if context.num_teachers != 1:
@@ -21,5 +33,7 @@ class HintonKD(WeightingStrategy):
             )
         super().__init__(context, options)
 
-    def weights(self, batch: DistillBatch, epoch: int) -> TeacherWeights:
-        return TeacherWeights(logit=batch.kl.new_ones(batch.kl.shape))
+    def teacher_weights(
+        self, batch: DistillBatch, terms: TeacherTerms, epoch: int
+    ) -> TeacherWeights:
+        return TeacherWeights(logit=terms.logit.new_ones(terms.logit.shape))

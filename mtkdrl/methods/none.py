@@ -1,17 +1,24 @@
-"""`none`: the student alone, trained with cross-entropy only (the no-KD reference)."""
+"""`none`: the student alone, trained with cross-entropy only (the no-KD reference).
+
+See docs/methods/none.md.
+"""
 
 from __future__ import annotations
 
+import torch.nn.functional as F
+from torch import Tensor
+
 from . import register_method
-from .base import DistillBatch, TeacherWeights, WeightingStrategy
+from .base import DistillBatch, Method
 
 
 @register_method
-class NoDistillation(WeightingStrategy):
+class NoDistillation(Method):
     """No teacher is run; the loss is the student's CE."""
 
     name = "none"
+    description = "no distillation: the student trained alone with cross-entropy"
     uses_teachers = False
 
-    def weights(self, batch: DistillBatch, epoch: int) -> TeacherWeights:
-        return TeacherWeights(logit=batch.kl.new_zeros(batch.kl.shape))
+    def forward(self, batch: DistillBatch, epoch: int) -> dict[str, Tensor]:
+        return {"ce": F.cross_entropy(batch.student.logits.float(), batch.labels, reduction="none")}

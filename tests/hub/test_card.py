@@ -79,8 +79,20 @@ def test_card_body_has_results_lineage_recipe_usage_and_plot(cifar_run, cifar_ex
     assert "akamaster/pytorch_resnet_cifar10" in body and "BSD-2-Clause" in body
     assert "`shared/data/teachers/cifar10_resnet32.safetensors`" in body
     assert "MTKD-RL" in body and 'options `{"warmup_epochs": 1}`' in body
-    recipe = (cifar_run / "recipe.yaml").read_text().rstrip()
-    assert f"```yaml\n{recipe}\n```" in body
+    shown = yaml.safe_load(body.split("```yaml\n", 1)[1].split("\n```", 1)[0])
+    recipe = yaml.safe_load((cifar_run / "recipe.yaml").read_text())
+    assert shown["output_dir"] == "run" and shown["method"] == recipe["method"]
+    files = {"train": "train.parquet", "validation": "validation.parquet"}
+    assert shown["data"]["data_files"] == files
+    names = [Path(t["checkpoint"]).name for t in recipe["teachers"]]
+    assert [t["checkpoint"] for t in shown["teachers"]] == names
+    local = [recipe["output_dir"], *recipe["data"]["data_files"].values()]
+    local += [t["checkpoint"] for t in recipe["teachers"]]
+    text = (cifar_export / "README.md").read_text()
+    assert all(Path(path).is_absolute() for path in local)
+    assert not any(str(Path(path).parent) in text for path in local)  # no local folder named
+    assert "Accuracy on validation.parquet, split 'validation'" in body
+    assert "train.parquet, split 'train', `cifar` augmentation" in body
     usage = body.split("## Usage", 1)[1]
     assert usage.index("import mtkdrl") < usage.index("import timm")
     assert f'timm.create_model("hf-hub:{CIFAR_REPO}", pretrained=True)' in usage
@@ -97,7 +109,7 @@ def test_timm_student_card_needs_no_mtkdrl(resnet18_run, tiny_cifar, tmp_path):
     meta, body = split_card((tmp_path / "e" / "README.md").read_text())
     assert "import mtkdrl" not in body and "pip install timm" in body
     assert "cross-entropy only" in body and "teacher_weights.png" not in body
-    assert "trained with no distillation" in body and "evaluated only" in body
+    assert "trained by mtkdrl 0.1.0 with no distillation" in body and "evaluated only" in body
     assert "distilled from teachers whose weights" not in body
     assert "datasets" not in meta  # no Hub data set id was given for these local files
     dataset = meta["model-index"][0]["results"][0]["dataset"]
@@ -147,13 +159,18 @@ def test_fine_tuned_student_names_its_base_model(cifar_run):
 
 def test_custom_template_and_its_errors(resnet18_run, tmp_path):
     template = tmp_path / "card.md"
-    template.write_text("---\n$front_matter\n---\n# $title costs $$0\n\n$results\n")
+    template.write_text("---\n{{ card_data }}\n---\n# {{ title }} costs $0\n\n{{ results }}\n")
     options = ExportOptions(template=template)
     export_run(ExportConfig(resnet18_run, "org/student", tmp_path / "e", options))
     meta, body = split_card((tmp_path / "e" / "README.md").read_text())
     assert meta["library_name"] == "timm" and body.startswith("# student costs $0\n")
-    template.write_text("$front_matter $unknown")
-    with pytest.raises(MtkdrlError, match=r"bad placeholder 'unknown'; valid: \$front_matter"):
+    template.write_text("{{ card_data }} {{ unknown }}")
+    with pytest.raises(
+        MtkdrlError, match=r"bad placeholder 'unknown'; valid: \{\{ card_data \}\}, \{\{ title"
+    ):
+        export_run(ExportConfig(resnet18_run, "org/student", tmp_path / "f", options))
+    template.write_text("{{ card_data }} {% if citation %}")
+    with pytest.raises(MtkdrlError, match=r"bad Jinja syntax at line 1: .*; valid: \{\{ card_data"):
         export_run(ExportConfig(resnet18_run, "org/student", tmp_path / "f", options))
     with pytest.raises(MtkdrlError, match=r"--template: no such file"):
         options.template = tmp_path / "no"

@@ -1,0 +1,276 @@
+"""`build_run(recipe) -> Run`: every part of a distillation run, built and prepared in one place.
+
+The training loop, the dry run, `mtkdrl cache` and the benchmarks all start from a `Run`. Parts
+are built in a fixed order (student, data, teachers, method, adapters, optimizer), which fixes
+what the seeded RNG gives each of them, so a recipe and seed always build the same run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import ProjectConfiguration, set_seed
+from timm.scheduler.scheduler import Scheduler
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .checkpoint import Checkpoints, TrainingState
+from .data import DataBundle, build_data, load_splits
+from .errors import MtkdrlError
+from .hardware import cpu_has_native_bf16
+from .losses import FeatureAdapters
+from .methods import Method, MethodContext, create_method, method_class
+from .optim import build_optimizer, build_scheduler
+from .outputs import RunOutputs
+from .pool import (
+    ModelOutputs,
+    OutputsModel,
+    TeacherPool,
+    create_model,
+    data_config_of,
+    teacher_heads,
+)
+from .recipe import Recipe
+from .task import DistillationTask
+from .teacher_cache import CachedTeachers, LiveTeachers, open_for_run
+
+
+@dataclass
+class Run:
+    """The parts of one run. `train_loader`/`eval_loader` are None in a dry run (no data)."""
+
+    recipe: Recipe
+    accelerator: Accelerator
+    task: DistillationTask
+    teachers: TeacherPool
+    method: Method
+    optimizer: torch.optim.Optimizer
+    scheduler: Scheduler
+    data: DataBundle | None
+    train_loader: DataLoader | None
+    eval_loader: DataLoader | None
+    student_cfg: dict
+    num_classes: int
+    batches_per_epoch: int
+    outputs: RunOutputs
+    checkpoints: Checkpoints
+    resume: bool = False
+    state: TrainingState = field(default_factory=TrainingState)
+
+    @property
+    def student(self) -> nn.Module:
+        """The student as prepared by Accelerate (an `OutputsModel`, maybe wrapped)."""
+        return self.task.student
+
+    @property
+    def teacher_source(self) -> CachedTeachers | LiveTeachers:
+        return self.task.teachers
+
+    def unwrapped_student(self) -> nn.Module:
+        """The bare timm student, as it is exported."""
+        return self.accelerator.unwrap_model(self.task.student).model
+
+
+def make_accelerator(recipe: Recipe, dry_run: bool) -> Accelerator:
+    """An Accelerator for the recipe's precision, accumulation and trackers, checked against the
+    number of processes that were launched."""
+    train = recipe.train
+    kwargs = {} if train.mixed_precision is None else {"mixed_precision": train.mixed_precision}
+    trackers = [] if dry_run else train.trackers
+    # Accelerate keeps its settings in process-wide singletons; clear them so that several runs in
+    # one Python process (a notebook, the tests) each get their own precision (Accelerate has no
+    # public call for this).
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    accelerator = Accelerator(
+        gradient_accumulation_steps=train.grad_accum_steps,
+        log_with=trackers or None,
+        project_config=ProjectConfiguration(
+            project_dir=recipe.output_dir, total_limit=train.keep_checkpoints
+        ),
+        **kwargs,
+    )
+    expected = int(os.environ.get("WORLD_SIZE", "1"))
+    if accelerator.num_processes != expected:
+        raise MtkdrlError(
+            f"{expected} processes were started but Accelerate sees {accelerator.num_processes}; "
+            "on CPU launch with `accelerate launch --cpu` or set ACCELERATE_USE_CPU=true"
+        )
+    _warn_about_precision(accelerator)
+    return accelerator
+
+
+def _warn_about_precision(accelerator: Accelerator) -> None:
+    if accelerator.device.type != "cpu":
+        return
+    if accelerator.mixed_precision == "bf16" and not cpu_has_native_bf16():
+        warnings.warn(
+            "train.mixed_precision=bf16 on a CPU without AMX or AVX512-BF16 is emulated and runs "
+            "several times slower than fp32 here; use train.mixed_precision=no",
+            stacklevel=3,
+        )
+    if accelerator.mixed_precision == "fp16":
+        warnings.warn(
+            "train.mixed_precision=fp16 has no effect on CPU: running in fp32 "
+            "(use bf16 for mixed precision on CPU)",
+            stacklevel=3,
+        )
+
+
+def check_run_dir(recipe: Recipe, resume: bool, overwrite: bool) -> None:
+    """Refuse to start over an existing run unless told to resume or overwrite it."""
+    root = Path(recipe.output_dir) / "checkpoints"
+    has_checkpoints = (root / "latest").is_file()
+    if resume and not has_checkpoints:
+        raise MtkdrlError(f"--resume: no checkpoint in {root}")
+    if has_checkpoints and not (resume or overwrite):
+        raise MtkdrlError(
+            f"output_dir {recipe.output_dir} already holds a run: pass --resume to continue it, "
+            "--overwrite to start again, or choose another output_dir"
+        )
+
+
+def build_run(
+    recipe: Recipe, resume: bool = False, overwrite: bool = False, dry_run: bool = False
+) -> Run:
+    """Every part of the run the recipe describes, prepared for training on this process.
+
+    A dry run builds no data and no pretrained weights (shapes only); its schedule spans one step.
+    """
+    if not dry_run:
+        check_run_dir(recipe, resume, overwrite)
+    accelerator = make_accelerator(recipe, dry_run)
+    set_seed(recipe.seed)
+    device = accelerator.device
+    num_classes, splits = _classes_and_splits(recipe, dry_run)
+    spec = recipe.student if not dry_run else recipe.student.without_weights()
+    student = OutputsModel(create_model(spec, num_classes, "student"))
+    student_cfg = data_config_of(student.model)
+    data = None if dry_run else build_data(recipe.data, student_cfg, recipe.seed, splits)
+    uses_teachers = method_class(recipe.method.name).uses_teachers
+    teachers = TeacherPool.from_specs(
+        recipe.teachers if uses_teachers else [], num_classes, student_cfg, pretrained=not dry_run
+    ).to(device)
+    probe = teachers.check_inputs(student_cfg, device)
+    method = create_method(
+        recipe.method, _method_context(recipe, accelerator, teachers, probe, num_classes)
+    )
+    method = method.to(device)
+    if method.uses_teachers and not recipe.teachers:
+        raise MtkdrlError(f"teachers: method {recipe.method.name!r} needs at least one teacher")
+    with_features = method.uses_teachers and method.uses_features
+    adapters = _build_adapters(student, student_cfg, probe) if with_features else None
+    params = [*student.parameters(), *(adapters.parameters() if adapters is not None else [])]
+    optimizer = build_optimizer(params, recipe.optim)
+    source = LiveTeachers(teachers)
+    if not dry_run:
+        source = open_for_run(
+            recipe, data, teachers, probe, with_features, accelerator, student_cfg
+        )
+    if recipe.train.channels_last:
+        student.to(memory_format=torch.channels_last)
+        teachers.to(device, memory_format=torch.channels_last)
+    if recipe.train.compile:
+        student = torch.compile(student)
+        teachers.compile()
+    train_loader = eval_loader = None
+    if dry_run:
+        student, optimizer = accelerator.prepare(student, optimizer)
+    else:
+        student, optimizer, train_loader, eval_loader = accelerator.prepare(
+            student, optimizer, data.train_loader, data.eval_loader
+        )
+    if adapters is not None:
+        adapters = accelerator.prepare(adapters)
+    student.train()
+    batches, steps = _epoch_length(recipe, train_loader)
+    scheduler = build_scheduler(
+        optimizer, recipe.optim, steps, recipe.train.epochs if not dry_run else 1
+    )
+    run_dir = Path(recipe.output_dir)
+    task = DistillationTask(student, source, method, adapters, recipe.train.channels_last)
+    return Run(
+        recipe=recipe,
+        accelerator=accelerator,
+        task=task,
+        teachers=teachers,
+        method=method,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        data=data,
+        train_loader=train_loader,
+        eval_loader=eval_loader,
+        student_cfg=student_cfg,
+        num_classes=num_classes,
+        batches_per_epoch=batches,
+        outputs=RunOutputs(run_dir, accelerator.is_main_process),
+        checkpoints=Checkpoints(accelerator, run_dir, recipe.train.keep_checkpoints),
+        resume=resume,
+    )
+
+
+def _classes_and_splits(recipe: Recipe, dry_run: bool) -> tuple[int, tuple | None]:
+    """The data set's class count and its opened splits (read once per run), checked against
+    `data.num_classes`; a dry run reads no data and needs `data.num_classes`."""
+    declared = recipe.data.num_classes
+    if dry_run:
+        if declared is None:
+            raise MtkdrlError("data.num_classes must be set for --dry-run (no data is read)")
+        return declared, None
+    splits = load_splits(recipe.data)
+    found = splits[2].num_classes
+    if declared is not None and declared != found:
+        raise MtkdrlError(f"data.num_classes is {declared} but the data set has {found} classes")
+    return found, splits
+
+
+def _method_context(
+    recipe: Recipe,
+    accelerator: Accelerator,
+    teachers: TeacherPool,
+    probe: list[ModelOutputs],
+    num_classes: int,
+) -> MethodContext:
+    multi = accelerator.num_processes > 1
+    return MethodContext(
+        teacher_names=list(teachers.names),
+        num_classes=num_classes,
+        embedding_dims=[out.embedding.shape[1] for out in probe],
+        temperature=recipe.method.temperature,
+        alpha=recipe.method.alpha,
+        beta=recipe.method.beta,
+        teacher_heads=teacher_heads(teachers.teachers, probe),
+        gather=accelerator.gather if multi else None,
+        reduce=(lambda t: accelerator.reduce(t, reduction="mean")) if multi else None,
+        process_index=accelerator.process_index,
+    )
+
+
+def _build_adapters(
+    student: OutputsModel, student_cfg: dict, probe: list[ModelOutputs]
+) -> FeatureAdapters:
+    """One adapter per teacher, sized by a probe of the student's last-stage map."""
+    channels, height, width = student_cfg["input_size"]
+    student.eval()
+    with torch.no_grad():
+        student_map = student(torch.zeros(2, channels, height, width))[2]
+    student.train()
+    return FeatureAdapters.build(student_map.shape[1], [out.features for out in probe])
+
+
+def _epoch_length(recipe: Recipe, train_loader: DataLoader | None) -> tuple[int, int]:
+    """Batches per epoch (capped by `train.max_steps_per_epoch`) and optimizer steps per epoch."""
+    if train_loader is None:
+        return 1, 1
+    accum = recipe.train.grad_accum_steps
+    batches = len(train_loader)
+    if recipe.train.max_steps_per_epoch is not None:
+        batches = min(batches, recipe.train.max_steps_per_epoch * accum)
+    return batches, math.ceil(batches / accum)

@@ -1,0 +1,90 @@
+"""One training step as a function of the run's parts and a batch.
+
+outputs  = teachers(x) (live or cached), student(x), adapters(student map)
+terms    = method(outputs)          e.g. ce, kd = α Σ_k w_k·KL_k, feature = β Σ_k v_k·MSE_k
+loss     = mean over samples of Σ terms
+backward; method.before_step(student access); optimizer step; LR schedule; zero grads
+method.observe(outputs, per-sample loss)      (e.g. MTKD-RL's reward = −per-sample loss)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from accelerate.utils import extract_model_from_parallel
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from .methods import StudentAccess
+from .run import Run
+
+
+@dataclass
+class StepResult:
+    """Detached figures of one step, kept on the device until logged: the loss and each term."""
+
+    loss: Tensor
+    terms: dict[str, Tensor]
+
+
+class BatchProvider:
+    """More training batches on demand, for methods whose hook needs data beyond the step's own
+    (an iterator over the training loader of its own, started at first use and restarted when
+    it ends)."""
+
+    def __init__(self, loader: DataLoader | None) -> None:
+        self.loader = loader
+        self.iterator: Iterator | None = None
+
+    def __call__(self) -> tuple[Tensor, Tensor, Tensor | None]:
+        if self.loader is None:
+            raise RuntimeError("no training data to draw extra batches from (a dry run)")
+        if self.iterator is None:
+            self.iterator = iter(self.loader)
+        try:
+            return next(self.iterator)
+        except StopIteration:
+            self.iterator = iter(self.loader)
+            return next(self.iterator)
+
+
+def student_access(run: Run, batch: tuple, provider: BatchProvider) -> StudentAccess:
+    """What a method's `before_step` may use for this batch."""
+    task, accelerator = run.task, run.accelerator
+
+    def loss(params: dict[str, Tensor], other: tuple | None = None) -> Tensor:
+        images, labels, indices = other if other is not None else batch
+        with accelerator.autocast():
+            outputs = task.outputs(images, labels, indices, params)
+        return task.losses(outputs)[0].mean()
+
+    return StudentAccess(
+        params=dict(extract_model_from_parallel(task.student).named_parameters()),
+        lr=run.optimizer.param_groups[0]["lr"],
+        batch=batch,
+        forward=lambda params, images: task.run_student(images, params),
+        loss=loss,
+        next_batch=provider,
+    )
+
+
+def train_step(run: Run, batch: tuple, provider: BatchProvider) -> StepResult:
+    """Forward, loss, backward and (at accumulation boundaries) the optimizer step."""
+    task, accelerator, method = run.task, run.accelerator, run.method
+    images, labels, indices = batch
+    models = [task.student] + ([task.adapters] if task.adapters is not None else [])
+    with accelerator.accumulate(*models):
+        with accelerator.autocast():
+            outputs = task.outputs(images, labels, indices)
+        sample_loss, terms = task.losses(outputs)
+        loss = sample_loss.mean()
+        accelerator.backward(loss)
+        if accelerator.sync_gradients:
+            method.before_step(student_access(run, batch, provider))
+        run.optimizer.step()
+        if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+            run.scheduler.step_update(num_updates=run.state.global_step + 1)
+        run.optimizer.zero_grad(set_to_none=True)
+    method.observe(outputs, sample_loss.detach(), task.epoch)
+    return StepResult(loss.detach(), {name: value.detach().mean() for name, value in terms.items()})

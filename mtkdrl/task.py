@@ -1,0 +1,107 @@
+"""`DistillationTask`: a student, its teachers and a method as one module, in timm's task style.
+
+`task(input, target)` returns a dict with `loss` (to back-propagate), `output` (the student's
+logits) and the method's named terms (batch means), as `timm.task.LogitDistillationTask` does,
+so any training loop can use an mtkdrl method:
+
+    task = DistillationTask(OutputsModel(student), LiveTeachers(pool), method, adapters)
+    result = task(images, labels)
+    result["loss"].backward()
+
+Teachers receive the batch re-normalised (and resized) for their own preprocessing by the
+pool's input adapters. The run's own step (`mtkdrl.step`) uses the two halves, `outputs` and
+`losses`, to keep the batch for the method's hooks.
+"""
+
+from __future__ import annotations
+
+import torch
+from accelerate.utils import extract_model_from_parallel
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from .methods import DistillBatch, Method
+from .pool import ModelOutputs
+
+
+class DistillationTask(nn.Module):
+    """Outputs of every model for a batch, and the method's loss terms on them.
+
+    `student` is an `OutputsModel` (maybe wrapped by Accelerate); `teachers` a teacher source
+    (`LiveTeachers` or `CachedTeachers`), kept outside the module so teachers never reach the
+    optimizer or a checkpoint; `adapters` the feature adapters (None without a feature loss).
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teachers,
+        method: Method,
+        adapters: nn.Module | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.student = student
+        self.method = method
+        self.adapters = adapters
+        self.teachers = teachers
+        self.channels_last = channels_last
+        self.epoch = 0
+
+    @property
+    def with_features(self) -> bool:
+        return self.method.uses_teachers and self.method.uses_features
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the method sees (warm-ups) and the teacher cache replays."""
+        self.epoch = epoch
+
+    def outputs(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        indices: Tensor | None = None,
+        params: dict[str, Tensor] | None = None,
+    ) -> DistillBatch:
+        """Teachers first (before the student's saved activations hold memory), then the student
+        and its adapted feature maps; with `params`, the student runs at those parameters on
+        copies of its buffers (`torch.func.functional_call`)."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        teacher_outs = []
+        if self.method.uses_teachers:
+            teacher_outs = self.teachers(images, indices, self.epoch, self.with_features)
+        student_out = self.run_student(images, params)
+        adapted = self.adapters(student_out.features) if self.with_features else []
+        return DistillBatch(labels, student_out, teacher_outs, [a.float() for a in adapted])
+
+    def run_student(self, images: Tensor, params: dict[str, Tensor] | None = None) -> ModelOutputs:
+        """The student's outputs, at its own parameters or (functionally) at `params`."""
+        if params is None:
+            return ModelOutputs(*self.student(images, self.with_features))
+        module = extract_model_from_parallel(self.student)
+        buffers = {name: b.clone() for name, b in module.named_buffers()}
+        return ModelOutputs(
+            *functional_call(module, {**params, **buffers}, (images, self.with_features))
+        )
+
+    def losses(self, batch: DistillBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        """The per-sample loss (B,) and the method's named per-sample terms."""
+        terms = self.method(batch, self.epoch)
+        values = iter(terms.values())
+        sample_loss = next(values)
+        for value in values:
+            sample_loss = sample_loss + value
+        return sample_loss, terms
+
+    def forward(
+        self, input: Tensor, target: Tensor, indices: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """timm's task convention: `loss`, `output`, and each named term's batch mean."""
+        batch = self.outputs(input, target, indices)
+        sample_loss, terms = self.losses(batch)
+        return {
+            "loss": sample_loss.mean(),
+            "output": batch.student.logits,
+            **{name: value.mean() for name, value in terms.items()},
+        }
