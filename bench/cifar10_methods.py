@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from mtkdrl.outputs import read_epochs
+
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "cifar10_mtkdrl.yaml"
 
@@ -84,11 +86,7 @@ def run_one(row: str, seed: int, args: argparse.Namespace, work: Path) -> dict:
     if done.returncode != 0:
         raise SystemExit(f"{row} seed {seed} failed:\n{done.stderr[-2000:]}")
     summary = json.loads((out / "summary.json").read_text())
-    epochs = [
-        json.loads(line)
-        for line in (out / "metrics.jsonl").read_text().splitlines()
-        if "epoch_seconds" in line
-    ]
+    epochs = read_epochs(out)
     return {
         "row": row,
         "seed": seed,

@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from mtkdrl.outputs import read_epochs
+
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "cifar10_mtkdrl.yaml"
 
@@ -39,9 +41,7 @@ def epoch_seconds(overrides: list[str], shared: list[str], out: Path) -> tuple[f
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(overrides)} failed:\n{done.stderr[-3000:]}")
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    seconds = [r["epoch_seconds"] for r in records if "epoch_seconds" in r]
-    return seconds[-1], json.loads((out / "summary.json").read_text())
+    return read_epochs(out)[-1]["epoch_seconds"], json.loads((out / "summary.json").read_text())
 
 
 def main() -> None:

@@ -3,10 +3,11 @@
 (a) `bare`: only the unavoidable work, written inline — M teacher forwards under no_grad, one
 student forward/backward/SGD step on CE + α·mean_k KL_k + β·mean_k MSE_k (through the same
 feature adapters); (b) mtkdrl's `avg` step; then every other shipped method through
-`Distiller.train_step`. Time: every row is built in one process and stepped in turn, so drift on
-a shared machine falls on all rows alike; the figure is the median step. Memory: the peak
-resident set of a fresh process running one row alone. Ratios are to (a) and to (b), from this
-one run.
+`mtkdrl.step.train_step`. Every row is built by `mtkdrl.run.build_run(recipe, dry_run=True)`
+(random weights, no data; the bare row uses that run's models with an optimizer of its own).
+Time: every row is built in one process and stepped in turn, so drift on a shared machine falls
+on all rows alike; the figure is the median step. Memory: the peak resident set of a fresh
+process running one row alone. Ratios are to (a) and to (b), from this one run.
 
     python bench/step_overhead.py --setup cifar10 --batch-size 128
     python bench/step_overhead.py --setup timm224 --batch-size 8
@@ -79,11 +80,11 @@ def recipe_dict(setup: str, row: str, batch_size: int, out: Path) -> dict:
     }
 
 
-def bare_step(distiller, optimizer, images, labels) -> None:
+def bare_step(run, optimizer, images, labels) -> None:
     """The inline reference: what any multi-teacher KD step must do, and nothing else."""
-    method = distiller.recipe.method
-    student = distiller.student.model
-    teachers = distiller.teachers
+    method = run.recipe.method
+    student = run.unwrapped_student()
+    teachers = run.teachers
     with torch.no_grad():
         targets = []
         for teacher, adapt in zip(teachers.teachers, teachers.adapters, strict=True):
@@ -100,7 +101,7 @@ def bare_step(distiller, optimizer, images, labels) -> None:
     ) * (method.temperature**2 / len(targets))
     feature = sum(
         F.mse_loss(adapter(maps[-1]), target)
-        for adapter, (_, target) in zip(distiller.adapters, targets, strict=True)
+        for adapter, (_, target) in zip(run.task.adapters, targets, strict=True)
     ) / len(targets)
     loss = F.cross_entropy(logits, labels) + method.alpha * kd + method.beta * feature
     optimizer.zero_grad(set_to_none=True)
@@ -109,25 +110,26 @@ def bare_step(distiller, optimizer, images, labels) -> None:
 
 
 class Row:
-    """One row built and ready to step: a Distiller (or the bare loop on its models)."""
+    """One row built and ready to step: a dry-run `Run` (or the bare loop on its models)."""
 
     def __init__(self, name: str, args: argparse.Namespace) -> None:
         from mtkdrl import Recipe
-        from mtkdrl.distiller import Distiller
         from mtkdrl.optim import build_optimizer
+        from mtkdrl.run import build_run
+        from mtkdrl.step import BatchProvider, train_step
 
         out = Path(args.work) / name.replace(" ", "_")
         recipe = Recipe.from_dict(recipe_dict(args.setup, name, args.batch_size, out))
         self.name, self.bare = name, name == "bare"
-        self.distiller = Distiller(recipe, dry_run=True)
-        self.distiller.build()
-        if self.bare:
-            params = [*self.distiller.student.parameters(), *self.distiller.adapters.parameters()]
+        self.run = build_run(recipe, dry_run=True)  # random weights, no data, already prepared
+        self.run.task.set_epoch(1)  # epoch 1: past any warm-up, so the agent acts and learns
+        self.provider = BatchProvider(None)  # dry run: no data for extra batches
+        self.train_step = train_step
+        if self.bare:  # an optimizer of its own over the same student and adapters
+            params = [*self.run.student.parameters(), *self.run.task.adapters.parameters()]
             self.optimizer = build_optimizer(params, recipe.optim)
-            self.distiller.student.train()
-        else:
-            self.distiller.prepare_without_data()
-        channels, height, width = self.distiller.student_cfg["input_size"]
+            self.run.student.train()
+        channels, height, width = self.run.student_cfg["input_size"]
         generator = torch.Generator().manual_seed(0)
         self.images = torch.randn(args.batch_size, channels, height, width, generator=generator)
         self.labels = torch.randint(
@@ -137,16 +139,16 @@ class Row:
     def step(self) -> float:
         started = time.perf_counter()
         if self.bare:
-            bare_step(self.distiller, self.optimizer, self.images, self.labels)
-        else:  # epoch 1: past any warm-up, so the agent acts and learns
-            self.distiller.train_step(self.images, self.labels, None, epoch=1)
+            bare_step(self.run, self.optimizer, self.images, self.labels)
+        else:
+            self.train_step(self.run, (self.images, self.labels, None), self.provider)
         return time.perf_counter() - started
 
     def epoch_end(self) -> float:
         """The official agent replays its stored batches at each epoch's end: time that too."""
         started = time.perf_counter()
         if not self.bare:
-            self.distiller.method.end_epoch(1)
+            self.run.method.end_epoch(1)
         return time.perf_counter() - started
 
 

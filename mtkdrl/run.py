@@ -25,20 +25,17 @@ from .checkpoint import Checkpoints, TrainingState
 from .data import DataBundle, build_data, load_splits
 from .errors import MtkdrlError
 from .hardware import cpu_has_native_bf16
-from .losses import FeatureAdapters
-from .methods import Method, MethodContext, create_method, method_class
+from .methods import Method, create_method, method_class
 from .optim import build_optimizer, build_scheduler
 from .outputs import RunOutputs
 from .pool import (
-    ModelOutputs,
     OutputsModel,
     TeacherPool,
     create_model,
     data_config_of,
-    teacher_heads,
 )
 from .recipe import Recipe
-from .task import DistillationTask
+from .task import DistillationTask, build_adapters, method_context
 from .teacher_cache import CachedTeachers, LiveTeachers, open_for_run
 
 
@@ -159,14 +156,13 @@ def build_run(
         recipe.teachers if uses_teachers else [], num_classes, student_cfg, pretrained=not dry_run
     ).to(device)
     probe = teachers.check_inputs(student_cfg, device)
-    method = create_method(
-        recipe.method, _method_context(recipe, accelerator, teachers, probe, num_classes)
-    )
+    context = method_context(recipe.method, teachers, probe, num_classes, accelerator)
+    method = create_method(recipe.method, context)
     method = method.to(device)
     if method.uses_teachers and not recipe.teachers:
         raise MtkdrlError(f"teachers: method {recipe.method.name!r} needs at least one teacher")
     with_features = method.uses_teachers and method.uses_features
-    adapters = _build_adapters(student, student_cfg, probe) if with_features else None
+    adapters = build_adapters(student, student_cfg, probe) if with_features else None
     params = [*student.parameters(), *(adapters.parameters() if adapters is not None else [])]
     optimizer = build_optimizer(params, recipe.optim)
     source = LiveTeachers(teachers)
@@ -229,40 +225,6 @@ def _classes_and_splits(recipe: Recipe, dry_run: bool) -> tuple[int, tuple | Non
     if declared is not None and declared != found:
         raise MtkdrlError(f"data.num_classes is {declared} but the data set has {found} classes")
     return found, splits
-
-
-def _method_context(
-    recipe: Recipe,
-    accelerator: Accelerator,
-    teachers: TeacherPool,
-    probe: list[ModelOutputs],
-    num_classes: int,
-) -> MethodContext:
-    multi = accelerator.num_processes > 1
-    return MethodContext(
-        teacher_names=list(teachers.names),
-        num_classes=num_classes,
-        embedding_dims=[out.embedding.shape[1] for out in probe],
-        temperature=recipe.method.temperature,
-        alpha=recipe.method.alpha,
-        beta=recipe.method.beta,
-        teacher_heads=teacher_heads(teachers.teachers, probe),
-        gather=accelerator.gather if multi else None,
-        reduce=(lambda t: accelerator.reduce(t, reduction="mean")) if multi else None,
-        process_index=accelerator.process_index,
-    )
-
-
-def _build_adapters(
-    student: OutputsModel, student_cfg: dict, probe: list[ModelOutputs]
-) -> FeatureAdapters:
-    """One adapter per teacher, sized by a probe of the student's last-stage map."""
-    channels, height, width = student_cfg["input_size"]
-    student.eval()
-    with torch.no_grad():
-        student_map = student(torch.zeros(2, channels, height, width))[2]
-    student.train()
-    return FeatureAdapters.build(student_map.shape[1], [out.features for out in probe])
 
 
 def _epoch_length(recipe: Recipe, train_loader: DataLoader | None) -> tuple[int, int]:

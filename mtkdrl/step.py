@@ -57,7 +57,8 @@ def student_access(run: Run, batch: tuple, provider: BatchProvider) -> StudentAc
         images, labels, indices = other if other is not None else batch
         with accelerator.autocast():
             outputs = task.outputs(images, labels, indices, params)
-        return task.losses(outputs)[0].mean()
+        with task.method.look_ahead():
+            return task.losses(outputs)[0].mean()
 
     return StudentAccess(
         params=dict(extract_model_from_parallel(task.student).named_parameters()),

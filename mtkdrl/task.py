@@ -4,9 +4,11 @@
 logits) and the method's named terms (batch means), as `timm.task.LogitDistillationTask` does,
 so any training loop can use an mtkdrl method:
 
-    task = DistillationTask(OutputsModel(student), LiveTeachers(pool), method, adapters)
+    task = DistillationTask.from_models(student, [teacher_a, teacher_b], "avg")
+    optimizer = torch.optim.SGD(task.trainable_parameters(), lr=0.05, momentum=0.9)
     result = task(images, labels)
     result["loss"].backward()
+    optimizer.step()
 
 Teachers receive the batch re-normalised (and resized) for their own preprocessing by the
 pool's input adapters. The run's own step (`mtkdrl.step`) uses the two halves, `outputs` and
@@ -16,12 +18,16 @@ pool's input adapters. The run's own step (`mtkdrl.step`) uses the two halves, `
 from __future__ import annotations
 
 import torch
+from accelerate import Accelerator
 from accelerate.utils import extract_model_from_parallel
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .methods import DistillBatch, Method
-from .pool import ModelOutputs
+from .losses import FeatureAdapters
+from .methods import DistillBatch, Method, MethodContext, create_method
+from .pool import ModelOutputs, OutputsModel, TeacherPool, data_config_of, teacher_heads
+from .recipe import MethodConfig
+from .teacher_cache import LiveTeachers
 
 
 class DistillationTask(nn.Module):
@@ -47,6 +53,38 @@ class DistillationTask(nn.Module):
         self.teachers = teachers
         self.channels_last = channels_last
         self.epoch = 0
+
+    @classmethod
+    def from_models(
+        cls,
+        student: nn.Module,
+        teachers: list[nn.Module],
+        method: str | MethodConfig = "avg",
+        num_classes: int | None = None,
+    ) -> DistillationTask:
+        """A task over timm models built elsewhere, with live teachers and the method a name (or a
+        recipe's `MethodConfig`) names; the teachers are frozen, the adapters sized by a probe."""
+        config = MethodConfig(name=method) if isinstance(method, str) else method
+        student_cfg = data_config_of(student)
+        device = next(student.parameters()).device
+        names = [
+            getattr(t, "default_cfg", {}).get("architecture", type(t).__name__) for t in teachers
+        ]
+        pool = TeacherPool(teachers, names, student_cfg).to(device)
+        probe = pool.check_inputs(student_cfg, device)
+        classes = num_classes or student.num_classes
+        method_ = create_method(config, method_context(config, pool, probe, classes)).to(device)
+        outputs = OutputsModel(student)
+        adapters = None
+        if method_.uses_teachers and method_.uses_features:
+            adapters = build_adapters(outputs, student_cfg, probe).to(device)
+        return cls(outputs, LiveTeachers(pool), method_, adapters)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What the student's optimizer trains: the student and its feature adapters (a method's
+        own networks, such as MTKD-RL's agent, have optimizers of their own)."""
+        adapters = [] if self.adapters is None else list(self.adapters.parameters())
+        return [*self.student.parameters(), *adapters]
 
     @property
     def with_features(self) -> bool:
@@ -105,3 +143,39 @@ class DistillationTask(nn.Module):
             "output": batch.student.logits,
             **{name: value.mean() for name, value in terms.items()},
         }
+
+
+def method_context(
+    config: MethodConfig,
+    teachers: TeacherPool,
+    probe: list[ModelOutputs],
+    num_classes: int,
+    accelerator: Accelerator | None = None,
+) -> MethodContext:
+    """What a method is told when it is built; with several processes, how to gather and reduce."""
+    multi = accelerator is not None and accelerator.num_processes > 1
+    return MethodContext(
+        teacher_names=list(teachers.names),
+        num_classes=num_classes,
+        embedding_dims=[out.embedding.shape[1] for out in probe],
+        temperature=config.temperature,
+        alpha=config.alpha,
+        beta=config.beta,
+        teacher_heads=teacher_heads(teachers.teachers, probe),
+        gather=accelerator.gather if multi else None,
+        reduce=(lambda t: accelerator.reduce(t, reduction="mean")) if multi else None,
+        process_index=0 if accelerator is None else accelerator.process_index,
+    )
+
+
+def build_adapters(
+    student: OutputsModel, student_cfg: dict, probe: list[ModelOutputs]
+) -> FeatureAdapters:
+    """One feature adapter per teacher, sized by a probe of the student's last-stage map."""
+    channels, height, width = student_cfg["input_size"]
+    device = next(student.parameters()).device
+    student.eval()
+    with torch.no_grad():
+        student_map = student(torch.zeros(2, channels, height, width, device=device))[2]
+    student.train()
+    return FeatureAdapters.build(student_map.shape[1], [out.features for out in probe])

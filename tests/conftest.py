@@ -17,9 +17,9 @@ SHARED = REPO.parent / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The shared CIFAR-10 data folder; tests that need it skip where it is absent."""
+    """The shared CIFAR-10 data folder; tests that need it fail loudly where it is absent."""
     if not (SHARED / "cifar10-jpeg" / "train.parquet").is_file():
-        pytest.skip("../shared/data is not beside the repository")
+        pytest.fail(f"{SHARED} is missing: put the shared data beside the repository")
     return SHARED
 
 

@@ -10,7 +10,8 @@ only says how it weights (`teacher_weights`); a method may also choose the logit
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -216,6 +217,16 @@ class Method(nn.Module, abc.ABC):
         )
 
     # ------------------------------------------------------------- around a step
+    @contextlib.contextmanager
+    def look_ahead(self) -> Iterator[None]:
+        """Forward passes inside leave the method's running state (last weights, tracked figures,
+        pending agent state) as it was: for a hook's trial losses."""
+        saved = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        try:
+            yield
+        finally:
+            vars(self).update(saved)
+
     def before_step(self, access: StudentAccess) -> None:
         """Called after the backward pass, before the student's optimizer step (a meta step)."""
 

@@ -1,4 +1,4 @@
-"""MTKD-RL against the formulas of mtkdrl.md §2, written out independently here."""
+"""MTKD-RL against the formulas of docs/methods/mtkdrl.md, written out independently here."""
 
 import copy
 import json
@@ -12,19 +12,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
+from mtkdrl.checkpoint import flatten_state, unflatten_state
 from mtkdrl.errors import MtkdrlError
+from mtkdrl.losses import kl_per_sample
 from mtkdrl.methods import DistillBatch, MethodContext, TeacherWeights, create_method
 from mtkdrl.pool import ModelOutputs
 from mtkdrl.recipe import MethodConfig
 
 B, C, DIMS = 5, 7, [6, 4, 6]
 K = len(DIMS)
+T = 4.0
 
 
-def make_context(dims=DIMS, classes=C) -> MethodContext:
-    return MethodContext([f"t{i}" for i in range(len(dims))], classes, list(dims), 4.0, 1.0, 5.0)
+def make_context(dims=DIMS, classes=C, alpha=1.0, beta=5.0) -> MethodContext:
+    k = len(dims)
+    return MethodContext(
+        [f"t{i}" for i in range(k)], classes, list(dims), T, alpha, beta, [None] * k
+    )
 
 
 def make_batch(seed: int = 0, batch: int = B, dims=DIMS) -> DistillBatch:
@@ -40,18 +46,58 @@ def make_batch(seed: int = 0, batch: int = B, dims=DIMS) -> DistillBatch:
     ]
     student = ModelOutputs(torch.randn(batch, C, generator=g), torch.rand(batch, 3))
     adapted = [torch.rand(batch, d, 2, 2, generator=g) for d in dims]
-    kl = torch.rand(batch, len(dims), generator=g) * 10
-    mse = torch.rand(batch, len(dims), generator=g)
-    ce = torch.rand(batch, generator=g) * 2
-    return DistillBatch(labels, student, teachers, adapted, ce, kl, mse)
+    return DistillBatch(labels, student, teachers, adapted)
 
 
-def method(**options):
+def method(context=None, **options):
     options.setdefault("buffer_dtype", "float32")
-    return create_method(MethodConfig(name="mtkdrl", options=options), make_context())
+    return create_method(MethodConfig(name="mtkdrl", options=options), context or make_context())
+
+
+def weights_of(strategy, batch: DistillBatch, epoch: int) -> TeacherWeights:
+    return strategy.teacher_weights(batch, strategy.teacher_terms(batch, epoch), epoch)
+
+
+def step(strategy, batch: DistillBatch, epoch: int) -> torch.Tensor:
+    """Forward then observe, as the loop does; returns the per-sample loss the agent saw."""
+    sample_loss = sum(strategy(batch, epoch).values()).detach()
+    strategy.observe(batch, sample_loss, epoch)
+    return sample_loss
+
+
+def kl_matrix(batch: DistillBatch) -> torch.Tensor:
+    """T²·KL of the student against each teacher (B×K)."""
+    return torch.stack(
+        [kl_per_sample(batch.student.logits, t.logits, T) for t in batch.teachers], 1
+    )
+
+
+def mse_matrix(batch: DistillBatch) -> torch.Tensor:
+    return torch.stack(
+        [
+            ((a - t.features) ** 2).mean(dim=(1, 2, 3))
+            for a, t in zip(batch.adapted, batch.teachers, strict=True)
+        ],
+        1,
+    )
+
+
+def expected_loss(batch: DistillBatch, weights: TeacherWeights, alpha: float, beta: float):
+    """CE + α Σ w·KL + β Σ v·MSE per sample (mtkdrl.md, Reward)."""
+    ce = -torch.log_softmax(batch.student.logits, 1).gather(1, batch.labels[:, None])[:, 0]
+    return (
+        ce
+        + alpha * (weights.logit * kl_matrix(batch)).sum(1)
+        + beta * (weights.feature * mse_matrix(batch)).sum(1)
+    )
+
+
+def normalised(reward: torch.Tensor) -> torch.Tensor:
+    return ((reward - reward.mean()) / reward.std(unbiased=True)).clamp(0, 1)
 
 
 def expected_state(batch: DistillBatch) -> torch.Tensor:
+    kl = kl_matrix(batch)
     rows = []
     for i in range(batch.labels.shape[0]):
         row = []
@@ -59,7 +105,7 @@ def expected_state(batch: DistillBatch) -> torch.Tensor:
             pooled = batch.adapted[k][i].mean(dim=(1, 2))
             cos = torch.dot(pooled, t.embedding[i]) / (pooled.norm() * t.embedding[i].norm())
             tce = -torch.log_softmax(t.logits[i], 0)[batch.labels[i]]
-            row += [cos.view(1), batch.kl[i, k].view(1), tce.view(1), t.embedding[i], t.logits[i]]
+            row += [cos.view(1), kl[i, k].view(1), tce.view(1), t.embedding[i], t.logits[i]]
         rows.append(torch.cat(row))
     return torch.stack(rows)
 
@@ -71,7 +117,7 @@ def expected_weights(p, batch, dynamic_mix=None):
     a_feat = torch.softmax(hidden @ p.feature_head.weight.T + p.feature_head.bias, 1)
     tce = torch.stack([state[:, sum(w + C + 3 for w in DIMS[:k]) + 2] for k in range(K)], 1)
     conf = (1 - torch.softmax(tce, 1)) / (K - 1)
-    kl = torch.softmax(batch.kl, 1)
+    kl = torch.softmax(kl_matrix(batch), 1)
     cos = torch.softmax(
         torch.stack([state[:, sum(w + C + 3 for w in DIMS[:k])] for k in range(K)], 1), 1
     )
@@ -81,27 +127,27 @@ def expected_weights(p, batch, dynamic_mix=None):
     return w_l, w_f
 
 
-def test_state_layout_matches_section_2_4():
+def test_state_layout_matches_the_state_section():
     strategy, batch = method(), make_batch()
-    state = strategy.agent_state(batch)
+    state = strategy.agent_state(batch, strategy.teacher_terms(batch, 1))
     assert state.vector.shape == (B, sum(d + C + 3 for d in DIMS))
     torch.testing.assert_close(state.vector, expected_state(batch), atol=1e-6, rtol=0)
 
 
 def test_paper_pool_dimensions_and_parameter_count():
-    """§7: the CIFAR-100 pool gives a 1692-wide state and 217,608 agent parameters (+6 dynamic)."""
+    """The CIFAR-100 pool gives a 1692-wide state and 217,608 agent parameters (+6 dynamic)."""
     ctx = make_context(dims=[384, 384, 256, 256], classes=100)
     for dynamic, expected in ((False, 217_608), (True, 217_614)):
         config = MethodConfig(name="mtkdrl", options={"dynamic": dynamic})
         strategy = create_method(config, ctx)
-        assert strategy.state_dim == 1692
-        assert sum(p.numel() for p in strategy.policy.parameters()) == expected
+        assert strategy.agent.state_dim == 1692
+        assert sum(p.numel() for p in strategy.agent.policy.parameters()) == expected
 
 
 def test_fixed_combination_matches_formula():
     strategy, batch = method(), make_batch(1)
-    weights = strategy.weights(batch, epoch=1)
-    w_l, w_f = expected_weights(strategy.policy, batch)
+    weights = weights_of(strategy, batch, epoch=1)
+    w_l, w_f = expected_weights(strategy.agent.policy, batch)
     torch.testing.assert_close(weights.logit, w_l, atol=1e-6, rtol=0)
     torch.testing.assert_close(weights.feature, w_f, atol=1e-6, rtol=0)
     torch.testing.assert_close(weights.logit.sum(1), torch.ones(B), atol=1e-6, rtol=0)
@@ -110,43 +156,40 @@ def test_fixed_combination_matches_formula():
 def test_dynamic_combination_matches_formula_and_starts_at_thirds():
     strategy, batch = method(dynamic=True), make_batch(2)
     fixed = method()
-    fixed.policy.load_state_dict(
-        strategy.policy.state_dict(), strict=False
+    fixed.agent.policy.load_state_dict(
+        strategy.agent.policy.state_dict(), strict=False
     )  # the fixed policy has no mixing logits
     torch.testing.assert_close(
-        strategy.weights(batch, 1).logit, fixed.weights(batch, 1).logit, atol=1e-6, rtol=0
+        weights_of(strategy, batch, 1).logit, weights_of(fixed, batch, 1).logit, atol=1e-6, rtol=0
     )
     with torch.no_grad():
-        strategy.policy.logit_mix.copy_(torch.tensor([0.3, -1.0, 2.0]))
-        strategy.policy.feature_mix.copy_(torch.tensor([1.5, 0.2, -0.7]))
+        strategy.agent.policy.logit_mix.copy_(torch.tensor([0.3, -1.0, 2.0]))
+        strategy.agent.policy.feature_mix.copy_(torch.tensor([1.5, 0.2, -0.7]))
     mix = (
         torch.softmax(torch.tensor([0.3, -1.0, 2.0]), 0),
         torch.softmax(torch.tensor([1.5, 0.2, -0.7]), 0),
     )
-    weights = strategy.weights(batch, 1)
-    w_l, w_f = expected_weights(strategy.policy, batch, mix)
+    weights = weights_of(strategy, batch, 1)
+    w_l, w_f = expected_weights(strategy.agent.policy, batch, mix)
     torch.testing.assert_close(weights.logit, w_l, atol=1e-6, rtol=0)
     torch.testing.assert_close(weights.feature, w_f, atol=1e-6, rtol=0)
 
 
 def test_warmup_weights():
     batch = make_batch()
-    assert torch.equal(method().weights(batch, 0).logit, torch.ones(B, K))
-    uniform = method(warmup_weight="uniform").weights(batch, 0)
+    one = weights_of(method(), batch, 0)
+    assert torch.equal(one.logit, torch.ones(B, K)) and torch.equal(one.feature, torch.ones(B, K))
+    uniform = weights_of(method(warmup_weight="uniform"), batch, 0)
+    torch.testing.assert_close(uniform.logit, torch.full((B, K), 1 / K))
     torch.testing.assert_close(uniform.feature, torch.full((B, K), 1 / K))
 
 
 def test_reward_normalisation_and_one_replay_update():
     strategy, batch = method(agent_step=10_000), make_batch(3)
-    before = copy.deepcopy(strategy.policy)
-    weights = strategy.weights(batch, epoch=1)
-    sample_loss = (
-        batch.ce + (weights.logit * batch.kl).sum(1) + 5.0 * (weights.feature * batch.mse).sum(1)
-    )
-    strategy.observe(batch, weights, sample_loss, epoch=1)
-    reward = -sample_loss
-    expected_r = ((reward - reward.mean()) / reward.std(unbiased=True)).clamp(0, 1)
-    torch.testing.assert_close(strategy.buffer.rewards[0], expected_r, atol=1e-6, rtol=0)
+    before = copy.deepcopy(strategy.agent.policy)
+    sample_loss = step(strategy, batch, epoch=1)
+    expected_r = normalised(-sample_loss)
+    torch.testing.assert_close(strategy.agent.buffer.rewards[0], expected_r, atol=1e-6, rtol=0)
 
     w_l, w_f = expected_weights(before, batch)
     objective = (expected_r[:, None] * -torch.log(w_l)).mean() + (
@@ -158,31 +201,82 @@ def test_reward_normalisation_and_one_replay_update():
         + F.binary_cross_entropy(w_f, torch.ones_like(w_f), weight=expected_r[:, None]),
     )
     grads = torch.autograd.grad(objective, list(before.parameters()))
+    assert any(g.abs().max() > 0 for g in grads)  # the update below moves the policy
     strategy.end_epoch(1)
+    assert strategy.agent.updates == 1
     for (name, new), old, grad in zip(
-        strategy.policy.named_parameters(), before.parameters(), grads, strict=True
+        strategy.agent.policy.named_parameters(), before.parameters(), grads, strict=True
     ):
         torch.testing.assert_close(new, old - 0.1 * grad, atol=1e-6, rtol=0, msg=name)
-    assert len(strategy.buffer) == 0
+    assert len(strategy.agent.buffer) == 0
+
+
+@pytest.mark.parametrize("agent_update", ["official", "reinforce"])
+def test_reward_is_minus_the_loss_under_the_applied_weights(agent_update):
+    """r = -(CE + α Σ w·KL + β Σ v·MSE) with the weights the forward applied; `official` stores
+    it z-scored and clamped to [0, 1], `reinforce` receives it as it is."""
+    alpha, beta = 0.7, 5.0
+    torch.manual_seed(0)
+    strategy = method(make_context(alpha=alpha, beta=beta), agent_update=agent_update)
+    batch = make_batch(6)
+    seen = []
+    original = strategy.agent.observe
+
+    def observe(state, logit_w, feature_w, reward, epoch):
+        seen.append((logit_w, feature_w, reward))
+        original(state, logit_w, feature_w, reward, epoch)
+
+    strategy.agent.observe = observe
+    step(strategy, batch, epoch=1)
+    applied = strategy.last_weights
+    loss = expected_loss(batch, applied, alpha, beta)
+
+    assert len(seen) == 1
+    logit_w, feature_w, reward = seen[0]
+    assert torch.equal(logit_w, applied.logit) and torch.equal(feature_w, applied.feature)
+    torch.testing.assert_close(reward, -loss, atol=1e-6, rtol=0)
+    mean_w = expected_weights(strategy.agent.policy, batch)
+    if agent_update == "official":  # deterministic: the applied weights are the policy's
+        torch.testing.assert_close(applied.logit, mean_w[0], atol=1e-6, rtol=0)
+        torch.testing.assert_close(applied.feature, mean_w[1], atol=1e-6, rtol=0)
+        stored = strategy.agent.buffer.rewards[0]
+        assert stored.max() > 0  # the check below is not of an all-zero reward
+        torch.testing.assert_close(stored, normalised(-loss), atol=1e-6, rtol=0)
+    else:  # sampled around the policy's: the reward must use the sample, not the mean
+        assert not torch.allclose(applied.logit, mean_w[0], atol=1e-3)
+        mean_loss = expected_loss(batch, TeacherWeights(*mean_w), alpha, beta)
+        assert not torch.allclose(reward, -mean_loss, atol=1e-4)
 
 
 def test_replay_fires_every_agent_step_batches():
     strategy = method(agent_step=2)
-    for step in range(3):
-        batch = make_batch(step)
-        weights = strategy.weights(batch, 1)
-        strategy.observe(batch, weights, batch.ce, 1)
-    assert strategy.agent_updates == 3  # batches 0, 1, 2 replayed when batch 2 arrives
-    assert len(strategy.buffer) == 0
+    for index in range(3):
+        step(strategy, make_batch(index), 1)
+    assert strategy.agent.updates == 3  # batches 0, 1, 2 replayed when batch 2 arrives
+    assert len(strategy.agent.buffer) == 0
 
 
 def test_buffer_cap_brings_replay_forward():
     strategy = method(agent_buffer_mb=1e-4)
-    for step in range(3):
-        batch = make_batch(step)
-        strategy.observe(batch, strategy.weights(batch, 1), batch.ce, 1)
-    assert strategy.agent_updates >= 1
-    assert strategy.buffer.nbytes <= 1e-4 * 2**20 + B * (strategy.state_dim + 1) * 4
+    for index in range(3):
+        step(strategy, make_batch(index), 1)
+    assert strategy.agent.updates >= 1
+    assert strategy.agent.buffer.nbytes <= 1e-4 * 2**20 + B * (strategy.agent.state_dim + 1) * 4
+
+
+@pytest.mark.parametrize(("agent_update", "default_lr"), [("official", 0.1), ("reinforce", 1e-3)])
+def test_agent_lr_zero_means_zero(agent_update, default_lr):
+    """`agent_lr: 0` freezes the agent (it used to mean the default); None is the default."""
+    assert method(agent_update=agent_update).agent.optimizer.param_groups[0]["lr"] == default_lr
+    strategy = method(agent_update=agent_update, agent_lr=0, agent_step=1, warmup_epochs=0)
+    assert strategy.agent.optimizer.param_groups[0]["lr"] == 0
+    before = copy.deepcopy(strategy.agent.state_dict())
+    for index in range(3):
+        step(strategy, make_batch(index), 1)
+    strategy.end_epoch(1)
+    assert strategy.agent.updates >= 2
+    for name, value in strategy.agent.state_dict().items():
+        assert torch.equal(value, before[name]), name
 
 
 def test_one_teacher_is_refused():
@@ -191,25 +285,75 @@ def test_one_teacher_is_refused():
 
 
 def test_batch_of_one_and_zero_variance_rewards_are_finite():
-    strategy = method(agent_step=1)
-    single = make_batch(4, batch=1)
-    strategy.observe(single, strategy.weights(single, 1), single.ce, 1)
-    assert torch.equal(strategy.buffer.rewards[0], torch.zeros(1))
-    batch = make_batch(5)
-    strategy.observe(batch, strategy.weights(batch, 1), torch.full((B,), 3.0), 1)
-    assert all(torch.isfinite(p).all() for p in strategy.policy.parameters())
-
-
-def test_checkpoint_round_trip_restores_agent_optimizer_and_buffer():
     strategy = method(agent_step=100)
-    for step in range(2):
-        batch = make_batch(step)
-        strategy.observe(batch, strategy.weights(batch, 1), batch.ce, 1)
-    clone = method(agent_step=100)
-    clone.load_state_dict(strategy.state_dict())
-    assert len(clone.buffer) == 2 and clone.batch_in_epoch == 2
-    for a, b in zip(clone.buffer.states, strategy.buffer.states, strict=True):
-        assert torch.equal(a, b)
+    single = make_batch(4, batch=1)
+    step(strategy, single, 1)
+    batch = make_batch(5)
+    strategy(batch, 1)
+    strategy.observe(batch, torch.full((B,), 3.0), 1)
+    assert torch.equal(strategy.agent.buffer.rewards[0], torch.zeros(1))
+    assert torch.equal(strategy.agent.buffer.rewards[1], torch.zeros(B))
+    strategy.end_epoch(1)  # replays both
+    assert strategy.agent.updates == 2
+    assert all(torch.isfinite(p).all() for p in strategy.agent.policy.parameters())
+
+
+def through_checkpoint_files(state, folder: Path, name: str):
+    """`state` written and read back as the checkpoint does: safetensors plus JSON, no pickle."""
+    tensors, skeleton = flatten_state(state)
+    save_file(tensors, str(folder / f"{name}.safetensors"))
+    (folder / f"{name}.json").write_text(json.dumps(skeleton))
+    return unflatten_state(
+        load_file(str(folder / f"{name}.safetensors")),
+        json.loads((folder / f"{name}.json").read_text()),
+    )
+
+
+@pytest.mark.parametrize("agent_update", ["official", "reinforce"])
+def test_checkpoint_round_trip_restores_agent_optimizer_and_buffer(agent_update, tmp_path):
+    options = {"agent_update": agent_update, "agent_step": 100, "warmup_epochs": 0}
+    if agent_update == "reinforce":
+        options["baseline"] = "running"
+    torch.manual_seed(0)
+    strategy = method(**options)
+    for index in range(2):
+        torch.manual_seed(10 + index)
+        step(strategy, make_batch(index), 1)
+    torch.manual_seed(1)
+    clone = method(**options)  # a different initial agent
+    assert not torch.equal(clone.agent.policy.trunk.weight, strategy.agent.policy.trunk.weight)
+    clone.load_state_dict(through_checkpoint_files(strategy.state_dict(), tmp_path, "module"))
+    clone.load_extra_state(through_checkpoint_files(strategy.extra_state(), tmp_path, "extra"))
+    assert clone.state_dict().keys() == strategy.state_dict().keys()
+    assert any(key.startswith("agent.policy.") for key in clone.state_dict())
+    for key, value in strategy.state_dict().items():
+        assert torch.equal(clone.state_dict()[key], value), key
+    assert clone.agent.updates == strategy.agent.updates
+    if agent_update == "official":
+        assert len(clone.agent.buffer) == 2 and clone.agent.batch_in_epoch == 2
+        for a, b in zip(clone.agent.buffer.states, strategy.agent.buffer.states, strict=True):
+            assert torch.equal(a, b)
+        for a, b in zip(clone.agent.buffer.rewards, strategy.agent.buffer.rewards, strict=True):
+            assert torch.equal(a, b)
+    else:
+        assert strategy.agent.updates == 2 and strategy.agent.running_baseline != 0
+        saved, restored = strategy.agent.optimizer.state_dict(), clone.agent.optimizer.state_dict()
+        assert saved["state"] and saved["state"].keys() == restored["state"].keys()
+        for index, moments in saved["state"].items():
+            for name, value in moments.items():
+                assert torch.equal(restored["state"][index][name], value), (index, name)
+    # Both continue alike: the next step (same sampled weights) and the epoch's end (to float
+    # rounding: the same sums may vectorise differently on tensors read back from a file).
+    for strategy_or_clone in (strategy, clone):
+        torch.manual_seed(99)
+        step(strategy_or_clone, make_batch(7), 1)
+    figures = strategy.end_epoch(1), clone.end_epoch(1)
+    assert figures[0]["agent_updates"] > 0
+    assert figures[1] == pytest.approx(figures[0], abs=1e-6)
+    for (name, a), b in zip(
+        strategy.state_dict().items(), clone.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-6, msg=name)
 
 
 def useful_teacher_weights(options: dict, steps: int = 300) -> list[float]:
@@ -226,24 +370,17 @@ def useful_teacher_weights(options: dict, steps: int = 300) -> list[float]:
         good = F.one_hot(labels, C).float() * 6 + torch.randn(32, C, generator=g) * 0.5
         bad = torch.randn(32, C, generator=g) * 3
         student = good + torch.randn(32, C, generator=g) * 0.5
-        outs = [ModelOutputs(z, torch.rand(32, 4, generator=g), None) for z in (good, bad)]
-        log_student = F.log_softmax(student / 4, 1)
-        kl = torch.stack(
-            [
-                F.kl_div(log_student, F.softmax(z / 4, 1), reduction="none").sum(1) * 16
-                for z in (good, bad)
-            ],
-            1,
-        )
-        mse = torch.rand(32, 2, generator=g)
+        outs = [
+            ModelOutputs(z, torch.rand(32, 4, generator=g), torch.rand(32, 4, 1, 1, generator=g))
+            for z in (good, bad)
+        ]
         adapted = [torch.rand(32, 4, 1, 1, generator=g) for _ in range(2)]
-        ce = F.cross_entropy(student, labels, reduction="none")
-        batch = DistillBatch(labels, ModelOutputs(student, student), outs, adapted, ce, kl, mse)
-        weights = strategy.weights(batch, epoch=0)
-        loss = ce + (weights.logit * kl).sum(1) + 5 * (weights.feature * mse).sum(1)
-        strategy.observe(batch, weights, loss, epoch=0)
+        batch = DistillBatch(labels, ModelOutputs(student, student), outs, adapted)
+        sample_loss = sum(strategy(batch, 0).values()).detach()
+        state = strategy.pending
+        strategy.observe(batch, sample_loss, 0)
         with torch.no_grad():
-            mean_logit, _ = strategy.policy(strategy.agent_state(batch))
+            mean_logit, _ = strategy.agent.policy(state)
         history.append(mean_logit[:, 0].mean().item())
     return history
 
@@ -267,15 +404,39 @@ def test_official_update_does_not_learn_to_prefer_the_useful_teacher():
 def test_weights_logged_per_teacher():
     strategy = method(dynamic=True)
     batch = make_batch()
-    strategy.observe(batch, strategy.weights(batch, 1), batch.ce, 1)
+    step(strategy, batch, 1)
+    applied = strategy.last_weights
     figures = strategy.end_epoch(1)
-    assert {f"w_logit_mean/{k}" for k in range(K)} <= set(figures)
+    for kind in ("logit", "feature"):
+        values = getattr(applied, kind)
+        for k in range(K):
+            assert figures[f"w_{kind}_mean/{k}"] == pytest.approx(values[:, k].mean().item())
+            spread = values[:, k].std(unbiased=False).item()
+            assert figures[f"w_{kind}_std/{k}"] == pytest.approx(spread, abs=1e-5)
     assert sum(figures[f"w_logit_mean/{k}"] for k in range(K)) == pytest.approx(1.0, abs=1e-5)
+    assert figures["agent_updates"] == 1  # the epoch's end replays the one stored batch
     assert "mix_logit/agent" in figures
+    assert "w_logit_mean/0" not in strategy.end_epoch(2)  # the figures are per epoch
 
 
 def test_weights_are_teacher_weights():
-    assert isinstance(method().weights(make_batch(), 0), TeacherWeights)
+    """The applied weights: per-sample rows on the simplex, equal to the hand-computed mix, and
+    the ones the forward's `kd` and `feature` terms are weighted with."""
+    strategy, batch = method(), make_batch(8)
+    terms = strategy(batch, 1)
+    weights = strategy.last_weights
+    assert isinstance(weights, TeacherWeights)
+    w_l, w_f = expected_weights(strategy.agent.policy, batch)
+    for got, expected in ((weights.logit, w_l), (weights.feature, w_f)):
+        assert got.shape == (B, K)
+        assert (got >= 0).all()
+        torch.testing.assert_close(got.sum(1), torch.ones(B), atol=1e-6, rtol=0)
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    ce = F.cross_entropy(batch.student.logits, batch.labels, reduction="none")
+    torch.testing.assert_close(terms["ce"], ce)
+    torch.testing.assert_close(terms["kd"], (w_l * kl_matrix(batch)).sum(1), atol=1e-5, rtol=0)
+    expected_feature = 5.0 * (w_f * mse_matrix(batch)).sum(1)
+    torch.testing.assert_close(terms["feature"], expected_feature, atol=1e-5, rtol=0)
 
 
 def test_two_processes_keep_identical_agents(tiny_run, tmp_path):
@@ -319,8 +480,32 @@ def test_two_processes_keep_identical_agents(tiny_run, tmp_path):
     for kind in ("agent", "student"):
         ranks = [load_file(str(tmp_path / f"{kind}_rank{r}.safetensors")) for r in (0, 1)]
         assert ranks[0] and ranks[0].keys() == ranks[1].keys()
+        if kind == "agent":
+            assert any(key.startswith("agent.policy.") for key in ranks[0])
         for key in ranks[0]:
             assert torch.equal(ranks[0][key], ranks[1][key]), (kind, key)
+    # Each rank's checkpoint file holds its own method state, and the agents in them agree.
+    root = tmp_path / "run" / "checkpoints"
+    latest = root / (root / "latest").read_text().strip()
+    assert latest.name.startswith("checkpoint_")
+    names = {p.name for p in latest.iterdir()}
+    assert {
+        f"{stem}.{ext}" for stem in ("shared", "rank0", "rank1") for ext in ("safetensors", "json")
+    } <= names
+    assert not [n for n in names if not n.endswith((".safetensors", ".json"))]
+    saved = [
+        unflatten_state(
+            load_file(str(latest / f"rank{r}.safetensors")),
+            json.loads((latest / f"rank{r}.json").read_text()),
+        )["method"]["module"]
+        for r in (0, 1)
+    ]
+    policy = [key for key in saved[0] if key.startswith("agent.policy.")]
+    assert policy and saved[0].keys() == saved[1].keys()
+    agent_rank0 = load_file(str(tmp_path / "agent_rank0.safetensors"))
+    for key in policy:
+        assert torch.equal(saved[0][key], saved[1][key]), key
+        assert torch.equal(saved[0][key], agent_rank0[key]), key  # the state the run ended with
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["num_processes"] == 2
 

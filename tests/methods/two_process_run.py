@@ -7,26 +7,26 @@ from pathlib import Path
 import yaml
 from safetensors.torch import save_file
 
-from mtkdrl import Distiller, Recipe
+from mtkdrl import Recipe, build_run, train
 
 
 def main(recipe_path: str, out_dir: str) -> None:
     recipe = Recipe.from_dict(yaml.safe_load(Path(recipe_path).read_text()))
-    distiller = Distiller(recipe, overwrite=True)
-    distiller.run()
-    rank = distiller.accelerator.process_index
+    run = build_run(recipe, overwrite=True)
+    train(run)
+    rank = run.accelerator.process_index
     agent = {
         k: v.detach().contiguous()
-        for k, v in distiller.method.state_dict().items()
-        if k.startswith("policy.")
+        for k, v in run.method.state_dict().items()
+        if k.startswith("agent.")
     }
-    student = distiller.accelerator.unwrap_model(distiller.student).model.state_dict()
+    student = run.unwrapped_student().state_dict()
     save_file(agent, str(Path(out_dir) / f"agent_rank{rank}.safetensors"))
     save_file(
         {k: v.contiguous() for k, v in student.items()},
         str(Path(out_dir) / f"student_rank{rank}.safetensors"),
     )
-    print(f"rank {rank}: agent_updates={distiller.method.agent_updates}")
+    print(f"rank {rank}: agent_updates={run.method.agent.updates}")
 
 
 if __name__ == "__main__":

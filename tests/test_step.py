@@ -1,0 +1,222 @@
+"""One training step against the formulas, and a method that uses every hook of the interface."""
+
+import copy
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+from accelerate.utils import extract_model_from_parallel
+from torch import nn
+
+from mtkdrl import Recipe, build_run, train
+from mtkdrl.methods import METHODS, DistillBatch, Method, MethodContext, TeacherWeights
+from mtkdrl.outputs import read_epochs, read_records
+from mtkdrl.pool import ModelOutputs
+from mtkdrl.step import BatchProvider, train_step
+
+
+def tiny_recipe(tiny_run, tmp_path, method: str, **options) -> Recipe:
+    raw = tiny_run(tmp_path / "run", method, epochs=1, log_every=1, eval_teachers=False)
+    raw["method"]["options"] = options
+    raw["teacher_cache"] = {"mode": "off"}
+    return Recipe.from_dict(raw)
+
+
+def first_batch(run):
+    run.data.set_epoch(0)
+    run.task.set_epoch(0)
+    run.task.train()
+    return next(iter(run.train_loader))
+
+
+def expected_terms(run, images, labels):
+    """CE, T²·KL and feature MSE per sample and teacher, from the formulas, on copies of the
+    student and adapters (train mode, so the same batch statistics as the step's)."""
+    temperature = run.recipe.method.temperature
+    student = copy.deepcopy(run.unwrapped_student())
+    adapters = copy.deepcopy(extract_model_from_parallel(run.task.adapters))
+    with torch.no_grad():
+        final, maps = student.forward_intermediates(images, indices=1, output_fmt="NCHW")
+        logits = student.forward_head(final)
+        ce = F.cross_entropy(logits, labels, reduction="none")
+        kl, mse = [], []
+        for teacher, adapter in zip(run.teachers.teachers, adapters, strict=True):
+            t_final, t_maps = teacher.forward_intermediates(images, indices=1, output_fmt="NCHW")
+            t_logits = teacher.forward_head(t_final)
+            p_t = F.softmax(t_logits / temperature, dim=1)
+            log_ratio = F.log_softmax(t_logits / temperature, 1) - F.log_softmax(
+                logits / temperature, 1
+            )
+            kl.append((p_t * log_ratio).sum(1) * temperature**2)
+            mse.append((adapter(maps[-1]) - t_maps[-1]).pow(2).mean(dim=(1, 2, 3)))
+    return ce, torch.stack(kl, 1), torch.stack(mse, 1)
+
+
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [
+        ("avg", {}),
+        ("mtkdrl", {"warmup_epochs": 0}),
+        ("mtkdrl", {"agent_update": "reinforce", "warmup_epochs": 0}),
+    ],
+    ids=["avg", "mtkdrl-official", "mtkdrl-reinforce"],
+)
+def test_step_loss_is_ce_plus_weighted_kl_and_feature_terms(tmp_path, tiny_run, method, options):
+    """loss = mean(CE + α Σ w·KL + β Σ v·MSE); MTKD-RL's agent is rewarded with minus that
+    per-sample loss, at the weights it applied."""
+    run = build_run(tiny_recipe(tiny_run, tmp_path, method, **options))
+    images, labels, indices = first_batch(run)
+    ce, kl, mse = expected_terms(run, images, labels)
+    rewards = []
+    if method == "mtkdrl":
+        observe = run.method.agent.observe
+
+        def spy(state, logit_w, feature_w, reward, epoch):
+            rewards.append(reward.clone())
+            observe(state, logit_w, feature_w, reward, epoch)
+
+        run.method.agent.observe = spy
+    result = train_step(run, (images, labels, indices), BatchProvider(None))
+    weights = run.method.last_weights
+    if method == "avg":
+        assert torch.equal(weights.logit, torch.full_like(kl, 0.5))
+    alpha, beta = run.recipe.method.alpha, run.recipe.method.beta
+    per_sample = ce + alpha * (weights.logit * kl).sum(1) + beta * (weights.feature * mse).sum(1)
+    torch.testing.assert_close(result.loss, per_sample.mean(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(result.terms["ce"], ce.mean(), rtol=1e-6, atol=1e-6)
+    kd = alpha * (weights.logit * kl).sum(1).mean()
+    torch.testing.assert_close(result.terms["kd"], kd, rtol=1e-6, atol=1e-6)
+    if method == "mtkdrl":
+        assert len(rewards) == 1
+        torch.testing.assert_close(rewards[0], -per_sample, rtol=1e-6, atol=1e-6)
+
+
+# ------------------------------------------------------------------ a method written here
+@dataclass
+class ProbeOptions:
+    scale: float = 3.0
+
+
+class ProbeMethod(Method):
+    """Per-sample temperatures, a squared-error logit loss, weights through the teachers' heads,
+    and a before-step hook that records what it was given: every part of the interface."""
+
+    name = "test_probe"
+    description = "a test method exercising every hook"
+    Options = ProbeOptions
+    tracked_weights = ("logit",)
+
+    def __init__(self, context: MethodContext, options: ProbeOptions) -> None:
+        super().__init__(context, options)
+        self.hook_records: list[dict] = []
+        self.watched: nn.Module | None = None  # the live student, set by a test to check its BN
+
+    def temperature(self, batch: DistillBatch, epoch: int) -> torch.Tensor:
+        """T_i = 1 + scale × (the teachers' mean top-1 probability on sample i)."""
+        top = torch.stack([F.softmax(t.logits, 1).max(1).values for t in batch.teachers], 1)
+        return 1.0 + self.options.scale * top.mean(1)
+
+    def logit_loss(self, student_logits, teacher_logits, temperature):
+        diff = F.softmax(student_logits / temperature, 1) - F.softmax(
+            teacher_logits / temperature, 1
+        )
+        return diff.pow(2).sum(1) * temperature.reshape(-1) ** 2
+
+    def teacher_weights(self, batch: DistillBatch, terms, epoch: int) -> TeacherWeights:
+        """Softmax over teachers of how sure each teacher's head is on the student's embedding."""
+        embedding = batch.student.embedding.detach()
+        sure = torch.stack(
+            [
+                F.softmax(self.context.head(k)(embedding), 1).max(1).values
+                for k in range(batch.num_teachers)
+            ],
+            1,
+        )
+        return TeacherWeights(logit=F.softmax(sure, 1))
+
+    def before_step(self, access) -> None:
+        before = {k: v.clone() for k, v in self.watched.named_buffers()}
+        loss = access.loss(access.params).item()
+        extra = access.next_batch()
+        self.hook_records.append(
+            {
+                "lr": access.lr,
+                "loss": loss,
+                "buffers_kept": all(
+                    torch.equal(v, before[k]) for k, v in self.watched.named_buffers()
+                ),
+                "extra_batch": tuple(extra[0].shape),
+                "grads": all(p.grad is not None for p in access.params.values()),
+            }
+        )
+
+
+@pytest.fixture
+def probe_method():
+    METHODS[ProbeMethod.name] = ProbeMethod
+    yield ProbeMethod
+    del METHODS[ProbeMethod.name]
+
+
+def hand_computed(batch: DistillBatch, heads: list[nn.Module], alpha: float, scale: float):
+    """The probe method's per-sample loss written out from its definition."""
+    logits = batch.student.logits
+    ce = F.cross_entropy(logits, batch.labels, reduction="none")
+    top = torch.stack([F.softmax(t.logits, 1).max(1).values for t in batch.teachers], 1)
+    temperature = (1.0 + scale * top.mean(1)).unsqueeze(1)
+    sure = torch.stack([F.softmax(h(batch.student.embedding), 1).max(1).values for h in heads], 1)
+    weights = F.softmax(sure, 1)
+    loss = ce.clone()
+    for k, teacher in enumerate(batch.teachers):
+        p_s = F.softmax(logits / temperature, 1)
+        p_t = F.softmax(teacher.logits / temperature, 1)
+        loss = (
+            loss + alpha * weights[:, k] * (p_s - p_t).pow(2).sum(1) * temperature.squeeze(1) ** 2
+        )
+    return loss
+
+
+def test_probe_method_loss_equals_the_hand_computed_one_on_fixed_inputs():
+    generator = torch.Generator().manual_seed(0)
+    b, c, d, k = 6, 5, 8, 3
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator)
+
+    heads = [nn.Linear(d, c) for _ in range(k)]
+    context = MethodContext(["a", "b", "c"], c, [d] * k, 4.0, 0.7, 5.0, heads)
+    method = ProbeMethod(context, ProbeOptions(scale=2.0))
+    batch = DistillBatch(
+        labels=torch.randint(0, c, (b,), generator=generator),
+        student=ModelOutputs(randn(b, c), randn(b, d)),
+        teachers=[ModelOutputs(randn(b, c), randn(b, d)) for _ in range(k)],
+        adapted=[],
+    )
+    terms = method(batch, epoch=0)
+    assert set(terms) == {"ce", "kd"}
+    expected = hand_computed(batch, heads, alpha=0.7, scale=2.0)
+    torch.testing.assert_close(terms["ce"] + terms["kd"], expected, rtol=1e-6, atol=1e-6)
+
+
+def test_probe_method_runs_through_the_real_loop(tmp_path, tiny_run, probe_method):
+    """Its hook sees the step's loss as a function of the student's parameters (the same value
+    the loop logs), gradients, the learning rate and more batches, and never moves BN stats."""
+    run = build_run(tiny_recipe(tiny_run, tmp_path, "test_probe"))
+    assert all(head is not None for head in run.method.context.teacher_heads)
+    run.method.watched = run.unwrapped_student()
+    summary = train(run)
+    steps = [r for r in read_records(tmp_path / "run") if "loss" in r]
+    hooks = run.method.hook_records
+    assert len(hooks) == len(steps) == summary["global_steps"] == 6
+    for step, hook in zip(steps, hooks, strict=True):
+        assert set(step) == {"step", "epoch", "loss", "lr", "ce", "kd"}
+        assert step["loss"] == pytest.approx(step["ce"] + step["kd"], rel=1e-6)
+        assert hook["loss"] == pytest.approx(step["loss"], rel=1e-5)
+        assert hook["lr"] == pytest.approx(0.05)
+        assert hook["buffers_kept"] and hook["grads"]
+        assert hook["extra_batch"] == (16, 3, 32, 32)
+    epoch = read_epochs(tmp_path / "run")[-1]
+    assert 0 < epoch["w_logit_mean/0"] < 1 and epoch["w_logit_mean/0"] + epoch[
+        "w_logit_mean/1"
+    ] == pytest.approx(1)
