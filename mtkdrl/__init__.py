@@ -3,8 +3,6 @@
 Importing the package registers its CIFAR architectures (`*_cifar`) in timm's registry.
 """
 
-__version__ = "0.1.0"
-
 from . import models  # noqa: F401  (registers the *_cifar architectures with timm)
 from .errors import MtkdrlError
 from .methods import METHODS, Method, register_method
@@ -13,6 +11,7 @@ from .recipe import Recipe
 from .run import Run, build_run
 from .task import DistillationTask
 from .train import distill, train
+from .version import __version__
 
 __all__ = [
     "METHODS",

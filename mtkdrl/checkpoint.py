@@ -17,19 +17,15 @@ import random
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import extract_model_from_parallel
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from .errors import MtkdrlError
-
-if TYPE_CHECKING:
-    from .run import Run
 
 ALLOWED_SUFFIXES = (".safetensors", ".json")
 
@@ -193,12 +189,13 @@ def refuse_unsafe_files(folder: Path) -> None:
 
 
 class Checkpoints:
-    """Numbered, atomic checkpoints under `<run>/checkpoints`, keeping the last `keep`."""
+    """Numbered, atomic checkpoints under `<run>/checkpoints`, keeping the last few: the
+    accelerator's `ProjectConfiguration` holds how many (`total_limit`) and the save count."""
 
-    def __init__(self, accelerator: Accelerator, run_dir: Path, keep: int) -> None:
+    def __init__(self, accelerator: Accelerator, run_dir: Path) -> None:
         self.accelerator = accelerator
         self.root = run_dir / "checkpoints"
-        self.keep = max(1, keep)
+        self.keep = max(1, accelerator.project_configuration.total_limit or 1)
 
     def latest(self) -> Path | None:
         """The newest complete checkpoint, or None."""
@@ -251,39 +248,3 @@ class Checkpoints:
         for path in done[: -self.keep]:
             if path.name != keep_name:
                 shutil.rmtree(path, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------- a run's state
-def save_checkpoint(run: Run) -> Path:
-    """A checkpoint of the whole run, after the teacher cache's pages are on disk."""
-    run.teacher_source.flush()
-    adapters = run.task.adapters
-    shared = {
-        "student": run.unwrapped_student().state_dict(),
-        "adapters": None
-        if adapters is None
-        else extract_model_from_parallel(adapters).state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
-        "loop": run.state.state_dict(),
-    }
-    per_rank = {
-        "method": {"module": run.method.state_dict(), "extra": run.method.extra_state()},
-        "rng": rng_state(),
-    }
-    return run.checkpoints.save(shared, per_rank)
-
-
-def restore_checkpoint(run: Run, path: Path) -> None:
-    """Put the run back where checkpoint `path` left it: weights, optimizer, schedule, loop
-    counters, the method's state and this process's random generators."""
-    shared, per_rank = run.checkpoints.load(path)
-    run.unwrapped_student().load_state_dict(shared["student"])
-    if run.task.adapters is not None:
-        extract_model_from_parallel(run.task.adapters).load_state_dict(shared["adapters"])
-    run.optimizer.load_state_dict(shared["optimizer"])
-    run.scheduler.load_state_dict(shared["scheduler"])
-    run.state.load_state_dict(shared["loop"])
-    run.method.load_state_dict(per_rank["method"]["module"])
-    run.method.load_extra_state(per_rank["method"]["extra"])
-    set_rng_state(per_rank["rng"])

@@ -207,7 +207,7 @@ def build_run(
         num_classes=num_classes,
         batches_per_epoch=batches,
         outputs=RunOutputs(run_dir, accelerator.is_main_process),
-        checkpoints=Checkpoints(accelerator, run_dir, recipe.train.keep_checkpoints),
+        checkpoints=Checkpoints(accelerator, run_dir),
         resume=resume,
     )
 

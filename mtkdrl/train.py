@@ -12,14 +12,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
-from .checkpoint import restore_checkpoint, save_checkpoint
 from .errors import MtkdrlError
 from .evaluation import evaluate_student, evaluate_teachers
 from .hardware import machine_info
 from .recipe import Recipe
+from .resume import restore_checkpoint, save_checkpoint
 from .run import Run, build_run
 from .step import BatchProvider, StepResult, train_step
+from .version import __version__
 
 DRY_RUN_STEPS = 2
 DRY_RUN_BATCH = 2

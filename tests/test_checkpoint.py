@@ -71,8 +71,8 @@ def test_an_object_without_a_plain_form_is_refused():
 
 
 def manager(tmp_path: Path, keep: int = 2) -> Checkpoints:
-    accelerator = Accelerator(cpu=True, project_config=ProjectConfiguration(str(tmp_path)))
-    return Checkpoints(accelerator, tmp_path, keep=keep)
+    config = ProjectConfiguration(str(tmp_path), total_limit=keep)
+    return Checkpoints(Accelerator(cpu=True, project_config=config), tmp_path)
 
 
 def test_keeps_the_last_and_points_at_the_newest(tmp_path: Path):

@@ -1,0 +1,45 @@
+"""What of a run a checkpoint holds, and putting a run back where a checkpoint left it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from accelerate.utils import extract_model_from_parallel
+
+from .checkpoint import rng_state, set_rng_state
+from .run import Run
+
+
+def save_checkpoint(run: Run) -> Path:
+    """A checkpoint of the whole run, after the teacher cache's pages are on disk."""
+    run.teacher_source.flush()
+    adapters = run.task.adapters
+    shared = {
+        "student": run.unwrapped_student().state_dict(),
+        "adapters": None
+        if adapters is None
+        else extract_model_from_parallel(adapters).state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "loop": run.state.state_dict(),
+    }
+    per_rank = {
+        "method": {"module": run.method.state_dict(), "extra": run.method.extra_state()},
+        "rng": rng_state(),
+    }
+    return run.checkpoints.save(shared, per_rank)
+
+
+def restore_checkpoint(run: Run, path: Path) -> None:
+    """Put the run back where checkpoint `path` left it: weights, optimizer, schedule, loop
+    counters, the method's state and this process's random generators."""
+    shared, per_rank = run.checkpoints.load(path)
+    run.unwrapped_student().load_state_dict(shared["student"])
+    if run.task.adapters is not None:
+        extract_model_from_parallel(run.task.adapters).load_state_dict(shared["adapters"])
+    run.optimizer.load_state_dict(shared["optimizer"])
+    run.scheduler.load_state_dict(shared["scheduler"])
+    run.state.load_state_dict(shared["loop"])
+    run.method.load_state_dict(per_rank["method"]["module"])
+    run.method.load_extra_state(per_rank["method"]["extra"])
+    set_rng_state(per_rank["rng"])
