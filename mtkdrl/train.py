@@ -14,11 +14,11 @@ from tqdm.auto import tqdm
 
 from .errors import MtkdrlError
 from .evaluation import evaluate_student, evaluate_teachers
-from .hardware import machine_info
 from .recipe import Recipe
 from .resume import restore_checkpoint, save_checkpoint
 from .run import Run, build_run
 from .step import BatchProvider, StepResult, train_step
+from .summary import write_summary
 from .version import __version__
 
 DRY_RUN_STEPS = 2
@@ -196,37 +196,6 @@ def print_plan(run: Run) -> None:
         accelerator.print(run.method.describe())
 
 
-def write_summary(run: Run, teacher_results: list[dict], last: dict, seconds: float) -> dict:
-    """The run's summary, from the last epoch's evaluation `last`, written to `summary.json`."""
-    recipe, state, accelerator = run.recipe, run.state, run.accelerator
-    summary = {
-        "mtkdrl_version": __version__,
-        "student": recipe.student.name,
-        "teachers": teacher_results,
-        "method": recipe.method.name,
-        "epochs": recipe.train.epochs,
-        "seed": recipe.seed,
-        "last_top1": last["top1"],
-        "last_top5": last["top5"],
-        "best_top1": state.best_top1,
-        "best_top5": state.best_top5,
-        "best_epoch": state.best_epoch,
-        "global_steps": state.global_step,
-        "train_seconds_this_session": seconds,
-        "num_processes": accelerator.num_processes,
-        "mixed_precision": accelerator.mixed_precision,
-        "hardware": machine_info(),
-        **run.teacher_source.figures(),
-        **_peak_memory(accelerator.device),
-    }
-    run.outputs.write_summary(summary)
-    accelerator.print(
-        f"done: last top-1 {last['top1']:.2f}, best top-1 {state.best_top1:.2f} "
-        f"(epoch {state.best_epoch}); outputs in {recipe.output_dir}"
-    )
-    return summary
-
-
 def dry_run_steps(run: Run) -> dict:
     """Two steps on random tensors of the student's input shape, with pretrained weights off."""
     recipe, device = run.recipe, run.accelerator.device
@@ -268,17 +237,6 @@ def distill(
         raise MtkdrlError("overrides apply to recipe files; edit the Recipe object instead")
     run = build_run(recipe, resume=resume, overwrite=overwrite, dry_run=dry_run)
     return dry_run_steps(run) if dry_run else train(run)
-
-
-def _peak_memory(device: torch.device) -> dict[str, float]:
-    """Peak memory of this process: accelerator memory on CUDA, resident set size on CPU."""
-    if device.type == "cuda":
-        return {"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20}
-    try:
-        import resource  # POSIX only; Linux reports ru_maxrss in KiB
-    except ImportError:
-        return {}
-    return {"peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def _flat_config(data: dict, prefix: str = "") -> dict:
