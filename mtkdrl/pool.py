@@ -339,7 +339,7 @@ class TeacherPool:
             try:
                 with torch.no_grad():
                     outputs.append(forward_outputs(teacher, adapter(probe)).float())
-            except RuntimeError as err:
+            except (RuntimeError, AssertionError, ValueError) as err:
                 raise MtkdrlError(
                     f"teacher {name!r} cannot take the student's {height}x{width} inputs: "
                     f"{first_line(err)}"

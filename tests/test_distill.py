@@ -63,6 +63,10 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         ("data.data_files.train=/nonexistent/train.parquet", "data.data_files.train"),
         ("teachers.0.kwargs={num_classes: 100}", "does not fit model"),
         ("teachers.1.checkpoint=__T20__", "does not fit model 'resnet32_cifar'"),
+        (
+            "teachers.1={name: vit_tiny_patch16_224, kwargs: {img_size: 32, patch_size: 4}}",
+            "teacher 'vit_tiny_patch16_224' cannot take the student's 32x32 inputs",
+        ),
     ],
 )
 def test_bad_input_gives_one_clear_line(cli_recipe, teacher_file, override, message):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import MtkdrlError
+from ..pool import ModelOutputs
 from . import register_method
 from ._mtkdrl_agent import AgentState, AgentUpdate, PolicyNetwork, build_state, state_widths
 from ._mtkdrl_official import OfficialUpdate
@@ -61,6 +62,20 @@ class MTKDRLOptions:
     concentration: float = 20.0
 
 
+def teacher_similarity(adapted: Tensor, teacher: ModelOutputs) -> Tensor:
+    """Cosine between the pooled adapted student map and the teacher's embedding (B,).
+
+    Where the embedding is not the teacher's pooled last map (its width differs, e.g. a conv head
+    after the last stage, 320 channels against a 1280-wide embedding) the cosine compares the
+    two pooled maps instead (docs/methods/mtkdrl.md#state).
+    """
+    pooled = adapted.mean(dim=(2, 3))
+    target = teacher.embedding
+    if target.shape[1] != pooled.shape[1]:
+        target = teacher.features.mean(dim=(2, 3))
+    return F.cosine_similarity(pooled, target, dim=1, eps=1e-8)
+
+
 @register_method
 class MTKDRL(Method):
     """Reinforcement-learned per-sample teacher weights for the logit and the feature losses."""
@@ -99,7 +114,7 @@ class MTKDRL(Method):
         )
         cos = torch.stack(
             [
-                F.cosine_similarity(adapted.mean(dim=(2, 3)), t.embedding, dim=1, eps=1e-8)
+                teacher_similarity(adapted, t)
                 for adapted, t in zip(batch.adapted, batch.teachers, strict=True)
             ],
             dim=1,

@@ -514,3 +514,45 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_similarity_uses_the_embedding_where_it_is_the_pooled_map_else_the_pooled_maps():
+    from mtkdrl.methods.mtkdrl import teacher_similarity
+
+    generator = torch.Generator().manual_seed(0)
+    adapted = torch.randn(3, 4, 2, 2, generator=generator)
+    maps = torch.randn(3, 4, 2, 2, generator=generator)
+    same_width = ModelOutputs(torch.randn(3, C), torch.randn(3, 4, generator=generator), maps)
+    wider = ModelOutputs(torch.randn(3, C), torch.randn(3, 9, generator=generator), maps)
+    pooled = adapted.mean(dim=(2, 3))
+    expected = F.cosine_similarity(pooled, same_width.embedding, dim=1)
+    torch.testing.assert_close(teacher_similarity(adapted, same_width), expected)
+    expected = F.cosine_similarity(pooled, maps.mean(dim=(2, 3)), dim=1)
+    torch.testing.assert_close(teacher_similarity(adapted, wider), expected)
+
+
+def test_teachers_whose_embedding_is_not_the_pooled_map_run(tmp_path, tiny_run):
+    """MobileNetV2 (a 320-channel map, a 1280-wide embedding) beside a ResNet and a ViT: a dry
+    run; then a short real run with the MobileNetV2 beside a pretrained ResNet."""
+    from mtkdrl import Recipe, distill
+
+    dry = Recipe.from_dict(
+        {
+            "output_dir": str(tmp_path / "dry"),
+            "student": {"name": "resnet20_cifar"},
+            "teachers": [
+                {"name": "resnet32_cifar"},
+                {"name": "mobilenetv2_cifar"},
+                {"name": "vit_tiny_patch16_224"},
+            ],
+            "data": {"num_classes": 10, "batch_size": 2},
+            "method": {"name": "mtkdrl", "options": {"warmup_epochs": 0}},
+            "train": {"mixed_precision": "no"},
+        }
+    )
+    assert all(torch.isfinite(torch.tensor(distill(dry, dry_run=True)["losses"])))
+    raw = tiny_run(tmp_path / "real", "mtkdrl", epochs=1, eval_teachers=False)
+    raw["teachers"][1] = {"name": "mobilenetv2_cifar"}
+    raw["method"]["options"] = {"warmup_epochs": 0}
+    summary = distill(Recipe.from_dict(raw))
+    assert summary["global_steps"] == 6 and 0 <= summary["last_top1"] <= 100
