@@ -1,4 +1,5 @@
-"""Compare methods on the shared CIFAR-10 data and teachers: same student, budget and seeds.
+"""Compare methods on the four shared CIFAR-10 teachers (superseded by bench/compare.py, kept to
+reproduce the README's earlier tables): same student, budget and seeds.
 
 Each (method, seed) is one `python -m mtkdrl.distill recipes/cifar10_mtkdrl.yaml ...` run in a
 fresh process; the table gives mean ± std val top-1 over seeds, and time per epoch and peak
@@ -19,6 +20,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import compare  # bench/compare.py, beside this file
 
 from mtkdrl.outputs import read_epochs
 
@@ -42,20 +45,9 @@ DEFAULT_ROWS = [row for row in ROWS if row not in EXTRA_ROWS]
 
 
 def budget_overrides(args: argparse.Namespace) -> list[str]:
-    """The budget every row shares (a short cosine schedule over a fixed training subset)."""
+    """The budget every row shares: the harness's (bench/compare.py), with one cache folder."""
     return [
-        f"data.train_subset={args.subset}",
-        f"train.epochs={args.epochs}",
-        f"train.eval_every={args.epochs}",  # the table needs the last epoch's only
-        f"data.batch_size={args.batch_size}",
-        "optim.lr=0.05",
-        "optim.schedule=cosine",
-        "optim.weight_decay=5e-4",
-        "train.eval_teachers=false",
-        "train.checkpoint_every=null",
-        "train.keep_checkpoints=1",
-        f"train.log_every={10**6}",
-        f"teacher_cache.views={args.views}",
+        *compare.budget_overrides(args),
         f"teacher_cache.dir={Path(args.work) / 'teacher_cache'}",
     ]
 
