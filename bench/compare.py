@@ -226,15 +226,22 @@ def plot(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    for pool in dict.fromkeys(r["pool"] for r in results):
+    figure, axis = plt.subplots(figsize=(8, 5))
+    colours = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    pools = list(dict.fromkeys(r["pool"] for r in results))
+    markers = dict(zip(pools, "osD^vP*X", strict=False))
+    for pool in pools:
         for method in METHODS:
             runs = [r for r in results if r["pool"] == pool and r["method"] == method]
             if runs:
                 x = statistics.mean(r["epoch_seconds"] for r in runs)
                 y = statistics.mean(r["top1"] for r in runs)
-                axis.scatter(x, y)
-                axis.annotate(f"{pool}: {method}", (x, y), fontsize=6)
+                axis.scatter(x, y, color=colours[method], marker=markers[pool], s=40)
+    for method, colour in colours.items():
+        axis.scatter([], [], color=colour, label=method)
+    for pool, marker in markers.items():
+        axis.scatter([], [], color="grey", marker=marker, label=f"pool {pool}")
+    axis.legend(fontsize=7, loc="lower left")
     axis.set(xlabel="time per epoch (s)", ylabel="val top-1 (%), mean over seeds")
     figure.tight_layout()
     figure.savefig(path, dpi=130)
