@@ -28,8 +28,8 @@ ROWS: dict[str, tuple[str, tuple[int, ...], dict]] = {
     "none": ("none", (), {}),
     "kd": ("kd", (56,), {}),
     "avg": ("avg", (20, 32, 44), {}),
-    "mtkdrl (official)": ("mtkdrl", (20, 32, 44), {"agent_step": 3}),
-    "mtkdrl (reinforce)": ("mtkdrl", (20, 32, 44), {"agent_update": "reinforce"}),
+    "mtkdrl (official)": ("mtkdrl-official", (20, 32, 44), {"agent_step": 3}),
+    "mtkdrl (reinforce)": ("mtkdrl-official", (20, 32, 44), {"agent_update": "reinforce"}),
 }
 CACHE_MODES = ("on", "off")
 

@@ -56,15 +56,30 @@ POOLS: dict[str, list[dict]] = {
     "shared4+weak": [*SHARED4, {"name": "resnet20_cifar", "checkpoint": "@weak"}],
 }
 
+
+def mtkdrl_row(update: str, gap: bool, reward: str) -> list[str]:
+    """An MTKD-RL row that spells out every option in which `mtkdrl` departs from
+    `mtkdrl-official` (all with the uniform warm-up), so its runs mean the same whatever the
+    defaults become."""
+    mix = "[1, 1, 1]" if gap else "[1, 1, 0]"
+    options = f"agent_update: {update}, warmup_weight: uniform, logit_mix: {mix}, reward: {reward}"
+    return ["method.name=mtkdrl", f"method.options={{{options}}}"]
+
+
 METHODS: dict[str, list[str]] = {
     "none": ["method.name=none", "method.options={}"],
     "avg": ["method.name=avg", "method.options={}"],
-    "mtkdrl-official": ["method.name=mtkdrl", "method.options={}"],
-    "mtkdrl (uniform warm-up)": ["method.name=mtkdrl", "method.options={warmup_weight: uniform}"],
-    "mtkdrl (reinforce, uniform warm-up)": [
-        "method.name=mtkdrl",
-        "method.options={agent_update: reinforce, warmup_weight: uniform}",
-    ],
+    "avg (no cache)": ["method.name=avg", "method.options={}", "teacher_cache.mode=off"],
+    "mtkdrl-official": ["method.name=mtkdrl-official", "method.options={}"],
+    "mtkdrl (uniform warm-up)": mtkdrl_row("official", gap=True, reward="loss"),
+    "mtkdrl (reinforce, uniform warm-up)": mtkdrl_row("reinforce", gap=True, reward="loss"),
+    "mtkdrl (uniform warm-up, no gap term)": mtkdrl_row("official", gap=False, reward="loss"),
+    "mtkdrl (reinforce, uniform warm-up, no gap term)": mtkdrl_row(
+        "reinforce", gap=False, reward="loss"
+    ),
+    "mtkdrl (reinforce, uniform warm-up, no gap term, centred reward)": mtkdrl_row(
+        "reinforce", gap=False, reward="centred"
+    ),
 }
 
 
@@ -82,6 +97,7 @@ def budget_overrides(args: argparse.Namespace) -> list[str]:
         "train.checkpoint_every=200",
         "train.keep_checkpoints=1",
         f"train.log_every={10**6}",
+        "train.log_weights_by_class=true",  # for bench/agent_weights.py
         f"teacher_cache.views={args.views}",
     ]
 
@@ -275,7 +291,8 @@ def update_readme(markdown: str) -> None:
     README.write_text(text[:start] + body + text[end + len(MARKERS[1]) :])
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The harness's options; its defaults are the comparison's budget."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--pools", nargs="+", default=list(POOLS), help="preset names")
     parser.add_argument("--pool", action="append", default=[], metavar="NAME=FILE.yaml",
@@ -293,6 +310,11 @@ def main() -> None:
     )
     parser.add_argument("--no-readme", action="store_true", help="leave README.md as it is")
     parser.add_argument("--report", action="store_true", help="tables from finished runs only")
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if "avg" not in args.methods:
         parser.error("--methods must include avg (differences and ratios are to avg)")

@@ -60,8 +60,9 @@ ROWS: dict[str, tuple[str, dict]] = {
     "avg": ("avg", {}),
     "none": ("none", {}),
     "kd": ("kd", {}),
-    "mtkdrl (official)": ("mtkdrl", {"warmup_epochs": 0}),
-    "mtkdrl (reinforce)": ("mtkdrl", {"warmup_epochs": 0, "agent_update": "reinforce"}),
+    "mtkdrl (official)": ("mtkdrl-official", {"warmup_epochs": 0}),
+    "mtkdrl (reinforce)": ("mtkdrl-official", {"warmup_epochs": 0, "agent_update": "reinforce"}),
+    "mtkdrl (our defaults)": ("mtkdrl", {"warmup_epochs": 0}),
 }
 
 

@@ -98,6 +98,7 @@ class TrainConfig:
     grad_accum_steps: int = 1
     max_steps_per_epoch: int | None = None
     log_every: int = 50
+    log_weights_by_class: bool = False  # each epoch, the tracked weights' mean per class
     checkpoint_every: int | None = None
     keep_checkpoints: int = 2
     trackers: list[str] = field(default_factory=list)

@@ -7,6 +7,7 @@ from pathlib import Path
 from accelerate.utils import extract_model_from_parallel
 
 from .checkpoint import rng_state, set_rng_state
+from .errors import MtkdrlError, first_line
 from .run import Run
 
 
@@ -40,6 +41,13 @@ def restore_checkpoint(run: Run, path: Path) -> None:
     run.optimizer.load_state_dict(shared["optimizer"])
     run.scheduler.load_state_dict(shared["scheduler"])
     run.state.load_state_dict(shared["loop"])
-    run.method.load_state_dict(per_rank["method"]["module"])
-    run.method.load_extra_state(per_rank["method"]["extra"])
+    try:
+        run.method.load_state_dict(per_rank["method"]["module"])
+        run.method.load_extra_state(per_rank["method"]["extra"])
+    except (KeyError, RuntimeError) as err:
+        raise MtkdrlError(
+            f"checkpoint {path}: the saved state of method {run.recipe.method.name!r} does not fit "
+            f"this run's (saved by another mtkdrl version, or with other method options?): "
+            f"{first_line(err)}; start afresh with --overwrite"
+        ) from None
     set_rng_state(per_rank["rng"])

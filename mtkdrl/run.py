@@ -156,7 +156,9 @@ def build_run(
         recipe.teachers if uses_teachers else [], num_classes, student_cfg, pretrained=not dry_run
     ).to(device)
     probe = teachers.check_inputs(student_cfg, device)
-    context = method_context(recipe.method, teachers, probe, num_classes, accelerator)
+    context = method_context(
+        recipe.method, teachers, probe, num_classes, accelerator, recipe.train.log_weights_by_class
+    )
     method = create_method(recipe.method, context)
     method = method.to(device)
     if method.uses_teachers and not recipe.teachers:

@@ -151,6 +151,7 @@ def method_context(
     probe: list[ModelOutputs],
     num_classes: int,
     accelerator: Accelerator | None = None,
+    weights_by_class: bool = False,
 ) -> MethodContext:
     """What a method is told when it is built; with several processes, how to gather and reduce."""
     multi = accelerator is not None and accelerator.num_processes > 1
@@ -162,6 +163,7 @@ def method_context(
         alpha=config.alpha,
         beta=config.beta,
         teacher_heads=teacher_heads(teachers.teachers, probe),
+        weights_by_class=weights_by_class,
         gather=accelerator.gather if multi else None,
         reduce=(lambda t: accelerator.reduce(t, reduction="mean")) if multi else None,
         process_index=0 if accelerator is None else accelerator.process_index,

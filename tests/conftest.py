@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -73,3 +74,65 @@ def tiny_run(tiny_cifar, teacher_file):
         }
 
     return raw
+
+
+@pytest.fixture
+def cnn_and_vit_dry_run(tmp_path):
+    """A dry run of a method with a CNN and a ViT teacher together; returns its two losses."""
+    from mtkdrl import Recipe, distill
+
+    def run(method: str, options: dict | None = None, precision: str = "no") -> list[float]:
+        recipe = Recipe.from_dict(
+            {
+                "output_dir": str(tmp_path / "dry"),
+                "student": {"name": "resnet20_cifar"},
+                "teachers": [{"name": "resnet32_cifar"}, {"name": "vit_tiny_patch16_224"}],
+                "data": {"num_classes": 10, "batch_size": 2},
+                "method": {"name": method, "options": options or {}},
+                "train": {"mixed_precision": precision},
+            }
+        )
+        return distill(recipe, dry_run=True)["losses"]
+
+    return run
+
+
+@pytest.fixture
+def same_students():
+    """Asserts that two runs ended with the same student, tensor for tensor."""
+    from safetensors.torch import load_file
+
+    def check(first: Path, second: Path) -> None:
+        a = load_file(str(first / "student_last.safetensors"))
+        b = load_file(str(second / "student_last.safetensors"))
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+
+    return check
+
+
+@pytest.fixture
+def run_and_resumed(tmp_path, tiny_run, same_students):
+    """A short real run of a method on the shared data, and the same run stopped after 4 of its
+    6 steps (a checkpoint at step 4) and resumed; asserts both end with the same student and
+    returns the uninterrupted run's summary and folder."""
+    from mtkdrl import Recipe, distill
+
+    def run(method: str, options: dict | None = None) -> tuple[dict, Path]:
+        recipes = {}
+        for name in ("full", "part"):
+            raw = tiny_run(tmp_path / name, method, epochs=1, checkpoint_every=2)
+            raw["train"]["eval_teachers"] = False
+            raw["method"]["options"] = options or {}
+            recipes[name] = Recipe.from_dict(raw)
+        summary = distill(recipes["full"])
+        part = recipes["part"]
+        part.train.stop_after_steps = 4
+        assert distill(part)["stopped"]
+        part.train.stop_after_steps = None
+        distill(part, resume=True)
+        same_students(tmp_path / "full", tmp_path / "part")
+        return summary, tmp_path / "full"
+
+    return run

@@ -13,7 +13,7 @@ from mtkdrl.plot import plot_run, read_epochs
 
 
 def test_plot_of_a_real_mtkdrl_run(tiny_run, tmp_path):
-    raw = tiny_run(tmp_path / "run", "mtkdrl", epochs=3, eval_every=2, eval_teachers=False)
+    raw = tiny_run(tmp_path / "run", "mtkdrl-official", epochs=3, eval_every=2, eval_teachers=False)
     raw["method"]["options"] = {"warmup_epochs": 1, "dynamic": True}
     distill(Recipe.from_dict(raw))
     epochs = read_epochs(tmp_path / "run")

@@ -57,10 +57,11 @@ def expected_terms(run, images, labels):
     ("method", "options"),
     [
         ("avg", {}),
+        ("mtkdrl-official", {"warmup_epochs": 0}),
         ("mtkdrl", {"warmup_epochs": 0}),
-        ("mtkdrl", {"agent_update": "reinforce", "warmup_epochs": 0}),
+        ("mtkdrl", {"warmup_epochs": 0, "agent_update": "reinforce"}),
     ],
-    ids=["avg", "mtkdrl-official", "mtkdrl-reinforce"],
+    ids=["avg", "mtkdrl-official", "mtkdrl", "mtkdrl-reinforce"],
 )
 def test_step_loss_is_ce_plus_weighted_kl_and_feature_terms(tmp_path, tiny_run, method, options):
     """loss = mean(CE + α Σ w·KL + β Σ v·MSE); MTKD-RL's agent is rewarded with minus that
@@ -69,7 +70,7 @@ def test_step_loss_is_ce_plus_weighted_kl_and_feature_terms(tmp_path, tiny_run, 
     images, labels, indices = first_batch(run)
     ce, kl, mse = expected_terms(run, images, labels)
     rewards = []
-    if method == "mtkdrl":
+    if method.startswith("mtkdrl"):
         observe = run.method.agent.observe
 
         def spy(state, logit_w, feature_w, reward, epoch):
@@ -87,7 +88,7 @@ def test_step_loss_is_ce_plus_weighted_kl_and_feature_terms(tmp_path, tiny_run, 
     torch.testing.assert_close(result.terms["ce"], ce.mean(), rtol=1e-6, atol=1e-6)
     kd = alpha * (weights.logit * kl).sum(1).mean()
     torch.testing.assert_close(result.terms["kd"], kd, rtol=1e-6, atol=1e-6)
-    if method == "mtkdrl":
+    if method.startswith("mtkdrl"):
         assert len(rewards) == 1
         torch.testing.assert_close(rewards[0], -per_sample, rtol=1e-6, atol=1e-6)
 

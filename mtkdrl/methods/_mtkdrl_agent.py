@@ -7,7 +7,8 @@ so the method registry does not treat it as a method.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,14 +47,24 @@ def build_state(
     cos: Tensor,
     embeddings: list[Tensor],
     teacher_logits: list[Tensor],
+    normalise: bool = False,
 ) -> AgentState:
     """Assemble the state (docs/methods/mtkdrl.md#state) from per-teacher terms (B×K each) and
-    the teachers' outputs."""
+    the teachers' outputs; with `normalise`, each embedding and logit vector is standardised per
+    sample (zero mean, unit variance), so wide teachers do not swamp the three per-teacher terms."""
     parts = []
     for k, (embedding, logits) in enumerate(zip(embeddings, teacher_logits, strict=True)):
+        if normalise:
+            embedding = standardise(embedding.float())
+            logits = standardise(logits.float())
         parts += [cos[:, k : k + 1], kl[:, k : k + 1], teacher_ce[:, k : k + 1], embedding, logits]
     vector = torch.cat(parts, dim=1).detach()
     return AgentState(vector, teacher_ce.detach(), kl.detach(), cos.detach())
+
+
+def standardise(values: Tensor) -> Tensor:
+    """Each row to zero mean and unit variance (a layer norm without parameters)."""
+    return F.layer_norm(values, values.shape[1:])
 
 
 def state_widths(embedding_dims: list[int], num_classes: int) -> list[int]:
@@ -76,19 +87,32 @@ def handcrafted_sources(state: AgentState) -> tuple[Tensor, Tensor, Tensor]:
 class PolicyNetwork(nn.Module):
     """The official `PolicyTrans`: a shared bias-free trunk, ReLU, and logit/feature heads.
 
-    The final weights mix each head's softmax with the hand-crafted sources: fixed thirds, or
-    (`dynamic`) softmax-normalised learnable mixing vectors initialised to (1, 1, 1).
+    The final weights mix each head's softmax with the hand-crafted sources in fixed proportions
+    (`logit_mix`, `feature_mix`, normalised; thirds in the official code), or (`dynamic`) by
+    softmax-normalised learnable vectors that start at those proportions: at 1 + log(m / mean m),
+    which is (1, 1, 1) for thirds, as the official code starts them.
     """
 
-    def __init__(self, state_dim: int, num_teachers: int, hidden: int, dynamic: bool) -> None:
+    def __init__(
+        self,
+        state_dim: int,
+        num_teachers: int,
+        hidden: int,
+        dynamic: bool,
+        logit_mix: Sequence[float] = (1.0, 1.0, 1.0),
+        feature_mix: Sequence[float] = (1.0, 1.0, 1.0),
+    ) -> None:
         super().__init__()
         self.trunk = nn.Linear(state_dim, hidden, bias=False)
         self.logit_head = nn.Linear(hidden, num_teachers)
         self.feature_head = nn.Linear(hidden, num_teachers)
         self.dynamic = dynamic
         if dynamic:
-            self.logit_mix = nn.Parameter(torch.ones(3))
-            self.feature_mix = nn.Parameter(torch.ones(3))
+            self.logit_mix = nn.Parameter(_mixing_logits(logit_mix))
+            self.feature_mix = nn.Parameter(_mixing_logits(feature_mix))
+        else:  # not in the state dict: the recipe says it
+            self.register_buffer("fixed_logit_mix", _proportions(logit_mix), persistent=False)
+            self.register_buffer("fixed_feature_mix", _proportions(feature_mix), persistent=False)
 
     def head_logits(self, state: AgentState) -> tuple[Tensor, Tensor]:
         """Pre-softmax outputs of the logit and feature heads."""
@@ -99,29 +123,62 @@ class PolicyNetwork(nn.Module):
         """The weights of (agent, confidence, gap) in the logit and in the feature weights."""
         if self.dynamic:
             return F.softmax(self.logit_mix, dim=0), F.softmax(self.feature_mix, dim=0)
-        third = self.trunk.weight.new_full((3,), 1.0 / 3.0)
-        return third, third
+        return self.fixed_logit_mix, self.fixed_feature_mix
+
+    def sources(self, state: AgentState) -> dict[str, Tensor]:
+        """Every weight source before mixing (B×K, rows on the simplex), by name."""
+        logit_out, feature_out = self.head_logits(state)
+        return weight_sources(F.softmax(logit_out, dim=1), F.softmax(feature_out, dim=1), state)
+
+    def mix(self, sources: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """The logit and feature weights: each kind's sources, mixed by `mixing()`."""
+        logit_mix, feature_mix = self.mixing()
+        logit_weights = (
+            logit_mix[0] * sources["logit_agent"]
+            + logit_mix[1] * sources["logit_confidence"]
+            + logit_mix[2] * sources["logit_gap"]
+        )
+        feature_weights = (
+            feature_mix[0] * sources["feature_agent"]
+            + feature_mix[1] * sources["feature_confidence"]
+            + feature_mix[2] * sources["feature_similarity"]
+        )
+        return logit_weights, feature_weights
 
     def forward(self, state: AgentState) -> tuple[Tensor, Tensor]:
         """Per-sample teacher weights (B×K each, rows on the simplex) for logits and features."""
-        logit_out, feature_out = self.head_logits(state)
-        return self.combine(F.softmax(logit_out, dim=1), F.softmax(feature_out, dim=1), state)
+        return self.mix(self.sources(state))
 
     def combine(
         self, logit_action: Tensor, feature_action: Tensor, state: AgentState
     ) -> tuple[Tensor, Tensor]:
-        """Mix the agent's actions with the hand-crafted sources."""
-        confidence, logit_gap, feature_similarity = handcrafted_sources(state)
-        logit_mix, feature_mix = self.mixing()
-        logit_weights = (
-            logit_mix[0] * logit_action + logit_mix[1] * confidence + logit_mix[2] * logit_gap
-        )
-        feature_weights = (
-            feature_mix[0] * feature_action
-            + feature_mix[1] * confidence
-            + feature_mix[2] * feature_similarity
-        )
-        return logit_weights, feature_weights
+        """Mix the agent's actions (the heads' softmax) with the hand-crafted sources."""
+        return self.mix(weight_sources(logit_action, feature_action, state))
+
+
+def _proportions(mix: Sequence[float]) -> Tensor:
+    values = torch.tensor([float(m) for m in mix])
+    return values / values.sum()
+
+
+def _mixing_logits(mix: Sequence[float]) -> Tensor:
+    mean = sum(mix) / len(mix)
+    return torch.tensor([1.0 + math.log(m / mean) if m > 0 else -math.inf for m in mix])
+
+
+def weight_sources(
+    logit_action: Tensor, feature_action: Tensor, state: AgentState
+) -> dict[str, Tensor]:
+    """The agent's two actions and the hand-crafted sources, named as they are logged."""
+    confidence, logit_gap, feature_similarity = handcrafted_sources(state)
+    return {
+        "logit_agent": logit_action,
+        "logit_confidence": confidence,
+        "logit_gap": logit_gap,
+        "feature_agent": feature_action,
+        "feature_confidence": confidence,
+        "feature_similarity": feature_similarity,
+    }
 
 
 def normalise_reward(reward: Tensor) -> Tensor:

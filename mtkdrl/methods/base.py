@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import MtkdrlError
 from ..losses import (
     feature_mse_per_sample,
     kl_per_sample,
@@ -26,6 +26,7 @@ from ..losses import (
     weighted_distillation_terms,
 )
 from ..pool import ModelOutputs
+from ._tracking import WeightSums
 
 
 @dataclass
@@ -71,7 +72,8 @@ class MethodContext:
     """What a method may know about the run when it is built.
 
     `teacher_heads[k]` is teacher k's frozen classifier, mapping a B×d embedding to its logits
-    (None where the head does not take pooled embeddings, e.g. a token head). `gather`
+    (None where the head does not take pooled embeddings, e.g. a token head).
+    `weights_by_class` asks for the tracked weights' per-class means each epoch. `gather`
     concatenates a tensor over processes (for global-batch statistics) and `reduce` averages it
     (for gradients of state that must stay identical on every rank); both are None in a single
     process.
@@ -84,6 +86,7 @@ class MethodContext:
     alpha: float
     beta: float
     teacher_heads: list[nn.Module | None]
+    weights_by_class: bool = False
     gather: Callable[[Tensor], Tensor] | None = None
     reduce: Callable[[Tensor], Tensor] | None = None
     process_index: int = 0
@@ -131,10 +134,12 @@ class Method(nn.Module, abc.ABC):
     """A distillation method: per-sample loss terms from one batch of outputs.
 
     Subclasses set `name`, `description` (one line, for cards and tables), `citation` (BibTeX,
-    empty for none) and optionally an `Options` dataclass (validated from `method.options`) and
-    `tracked_weights` (which of `TeacherWeights`' fields to log per teacher and epoch). Trainable
-    state lives in the module (saved as safetensors), running state in `extra_state()` (tensors
-    and plain values only: the run saves it as safetensors plus JSON, never as a pickle).
+    empty for none) and optionally an `Options` dataclass (validated from `method.options`),
+    `min_teachers` (a smaller pool gets one line saying `min_teachers_reason`) and
+    `tracked_weights` (which of `TeacherWeights`' fields to log per teacher and epoch; a method
+    may log more matrices through `tracked_matrices`). Trainable state lives in the module
+    (saved as safetensors), running state in `extra_state()` (tensors and plain values only: the
+    run saves it as safetensors plus JSON, never as a pickle).
     """
 
     name: ClassVar[str] = ""
@@ -143,13 +148,21 @@ class Method(nn.Module, abc.ABC):
     Options: ClassVar[type] = NoOptions
     uses_teachers: ClassVar[bool] = True
     tracked_weights: ClassVar[tuple[str, ...]] = ()
+    min_teachers: ClassVar[int] = 0
+    min_teachers_reason: ClassVar[str] = ""  # why, for the one line a smaller pool gets
 
     def __init__(self, context: MethodContext, options: Any) -> None:
+        if context.num_teachers < self.min_teachers:
+            raise MtkdrlError(
+                f"teachers: method {self.name!r} needs at least {self.min_teachers} teachers "
+                f"({self.min_teachers_reason}), the recipe lists {context.num_teachers}; "
+                "use 'kd' for one"
+            )
         super().__init__()
         self.context = context
         self.options = options
         self.last_weights: TeacherWeights | None = None
-        self.weight_stats: Tensor | None = None  # per-epoch sums of w and w² for tracked kinds
+        self.weight_sums = self.fresh_weight_sums()
 
     @property
     def uses_features(self) -> bool:
@@ -205,7 +218,7 @@ class Method(nn.Module, abc.ABC):
         terms = self.teacher_terms(batch, epoch)
         weights = self.teacher_weights(batch, terms, epoch)
         self.last_weights = weights
-        self.track(weights)
+        self.track(weights, batch.labels)
         return weighted_distillation_terms(
             terms.ce,
             terms.logit,
@@ -238,41 +251,33 @@ class Method(nn.Module, abc.ABC):
         return self.weight_figures()
 
     # ------------------------------------------------------------ tracked weights
-    def track(self, weights: TeacherWeights) -> None:
-        """Accumulate per-teacher sums of w and w² of the tracked kinds for the epoch's figures."""
-        if not self.tracked_weights:
-            return
-        stacked = torch.stack([getattr(weights, kind) for kind in self.tracked_weights]).detach()
-        stats = torch.cat([stacked.sum(1), stacked.pow(2).sum(1)], dim=0)
-        count = stacked.new_full((stats.shape[0], 1), float(stacked.shape[1]))
-        stats = torch.cat([stats, count], dim=1)
-        self.weight_stats = stats if self.weight_stats is None else self.weight_stats + stats
+    def fresh_weight_sums(self) -> WeightSums:
+        classes = self.context.num_classes if self.context.weights_by_class else 0
+        return WeightSums(self.context.num_teachers, classes)
 
-    def weight_figures(self) -> dict[str, float]:
-        """`w_<kind>_mean/<k>` and `w_<kind>_std/<k>` over the epoch's samples (all processes)."""
-        figures: dict[str, float] = {}
-        if self.weight_stats is None:
-            return figures
-        stats = self.weight_stats.unsqueeze(0)
-        stats = (stats if self.context.gather is None else self.context.gather(stats)).sum(0)
-        kinds, k = len(self.tracked_weights), self.context.num_teachers
-        count = stats[0, k].clamp_min(1)
-        for row, kind in enumerate(self.tracked_weights):
-            mean = stats[row, :k] / count
-            spread = (stats[row + kinds, :k] / count - mean.pow(2)).clamp_min(0).sqrt()
-            for index in range(k):
-                figures[f"w_{kind}_mean/{index}"] = float(mean[index])
-                figures[f"w_{kind}_std/{index}"] = float(spread[index])
-        self.weight_stats = None
+    def tracked_matrices(self, weights: TeacherWeights) -> dict[str, Tensor]:
+        """The B×K matrices logged per teacher and epoch, by kind: the tracked weights'."""
+        return {kind: getattr(weights, kind) for kind in self.tracked_weights}
+
+    def track(self, weights: TeacherWeights, labels: Tensor) -> None:
+        """Add this batch's tracked matrices to the epoch's sums."""
+        if self.tracked_weights:
+            self.weight_sums = self.weight_sums.add(self.tracked_matrices(weights), labels)
+
+    def weight_figures(self) -> dict[str, float | list]:
+        """`w_<kind>_mean/<k>`, `w_<kind>_std/<k>` (and by class, if asked) over the epoch's
+        samples on all processes; the next epoch starts from zero."""
+        figures = self.weight_sums.figures(self.context.gather)
+        self.weight_sums = self.fresh_weight_sums()
         return figures
 
     # ---------------------------------------------------------------- checkpoint
     def extra_state(self) -> dict[str, Any]:
         """Running state beyond parameters and buffers: tensors, numbers, strings, lists, dicts."""
-        return {"weight_stats": self.weight_stats}
+        return {"weight_sums": self.weight_sums.state()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.weight_stats = state["weight_stats"]
+        self.weight_sums = self.weight_sums.with_state(state["weight_sums"])
 
 
 def _per_teacher(temperature: float | Tensor, batch_size: int, num_teachers: int) -> list:

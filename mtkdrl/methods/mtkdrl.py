@@ -9,7 +9,8 @@ student's own map: the official code chains the resized maps from one teacher to
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -45,12 +46,14 @@ MTKDRL_CITATION = """@inproceedings{yang2025mtkdrl,
 
 @dataclass
 class MTKDRLOptions:
-    """MTKD-RL settings; defaults are the official code's (docs/methods/mtkdrl.md#options)."""
+    """MTKD-RL settings (docs/methods/mtkdrl.md#options). The defaults depart from the official
+    code in two places, each measured (docs/methods/mtkdrl.md#our-defaults): a uniform warm-up
+    and no logit-gap term; `OfficialOptions` has the official values."""
 
     agent_update: Literal["official", "reinforce"] = "official"
     dynamic: bool = False
     warmup_epochs: int = 1
-    warmup_weight: Literal["one", "uniform"] = "one"
+    warmup_weight: Literal["one", "uniform"] = "uniform"
     hidden_dim: int = 128
     agent_lr: float | None = None
     agent_step: int = 1000
@@ -60,6 +63,22 @@ class MTKDRLOptions:
     baseline_momentum: float = 0.9
     entropy_coef: float = 1e-3
     concentration: float = 20.0
+    logit_mix: list[float] = field(default_factory=lambda: [1.0, 1.0, 0.0])
+    feature_mix: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    normalise_state: bool = False
+    reward: Literal["loss", "centred"] = "loss"
+
+    def __post_init__(self) -> None:
+        for name, sources in (
+            ("logit_mix", "agent, confidence, gap"),
+            ("feature_mix", "agent, confidence, similarity"),
+        ):
+            mix = getattr(self, name)
+            if len(mix) != 3 or min(mix) < 0 or sum(mix) <= 0:
+                raise MtkdrlError(
+                    f"method.options.{name}: expected 3 non-negative shares of ({sources}) "
+                    f"with a positive sum, e.g. [1, 1, 1]; got {mix}"
+                )
 
 
 def teacher_similarity(adapted: Tensor, teacher: ModelOutputs) -> Tensor:
@@ -76,6 +95,15 @@ def teacher_similarity(adapted: Tensor, teacher: ModelOutputs) -> Tensor:
     return F.cosine_similarity(pooled, target, dim=1, eps=1e-8)
 
 
+@dataclass
+class OfficialOptions(MTKDRLOptions):
+    """MTKD-RL as the authors' code runs it: every weight 1 in warm-up, and the agent head,
+    confidence and gap terms mixed in thirds."""
+
+    warmup_weight: Literal["one", "uniform"] = "one"
+    logit_mix: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+
+
 @register_method
 class MTKDRL(Method):
     """Reinforcement-learned per-sample teacher weights for the logit and the feature losses."""
@@ -85,20 +113,24 @@ class MTKDRL(Method):
     citation = MTKDRL_CITATION
     Options = MTKDRLOptions
     tracked_weights = ("logit", "feature")
+    min_teachers = 2
+    min_teachers_reason = "its confidence term divides by K - 1"
 
     def __init__(self, context: MethodContext, options: MTKDRLOptions) -> None:
-        if context.num_teachers < 2:
-            raise MtkdrlError(
-                f"teachers: method 'mtkdrl' needs at least 2 teachers (its confidence term divides "
-                f"by K - 1), the recipe lists {context.num_teachers}; use method 'kd' for one"
-            )
         super().__init__(context, options)
         widths = state_widths(context.embedding_dims, context.num_classes)
         policy = PolicyNetwork(
-            sum(widths), context.num_teachers, options.hidden_dim, options.dynamic
+            sum(widths),
+            context.num_teachers,
+            options.hidden_dim,
+            options.dynamic,
+            options.logit_mix,
+            options.feature_mix,
         )
         self.agent = AGENT_UPDATES[options.agent_update](policy, context, options, widths)
         self.pending: AgentState | None = None  # this step's state, until `observe`
+        self.pending_terms: TeacherTerms | None = None  # this step's per-teacher terms, likewise
+        self.last_sources: dict[str, Tensor] = {}  # this step's weight sources, for the logs
 
     def describe(self) -> str:
         return self.agent.describe()
@@ -125,25 +157,54 @@ class MTKDRL(Method):
             cos.detach(),
             [t.embedding for t in batch.teachers],
             [t.logits for t in batch.teachers],
+            self.options.normalise_state,
         )
 
     def teacher_weights(
         self, batch: DistillBatch, terms: TeacherTerms, epoch: int
     ) -> TeacherWeights:
         state = self.agent_state(batch, terms)
+        feature = None if terms.feature is None else terms.feature.detach()
         self.pending = state
+        self.pending_terms = TeacherTerms(terms.ce.detach(), terms.logit.detach(), feature)
+        with torch.no_grad():
+            self.last_sources = self.agent.policy.sources(state)
         if epoch < self.options.warmup_epochs:
             fill = 1.0 if self.options.warmup_weight == "one" else 1.0 / batch.num_teachers
             ones = terms.logit.new_full(terms.logit.shape, fill)
             return TeacherWeights(ones, ones.clone())
         with torch.no_grad():
-            logit_w, feature_w = self.agent.act(*self.agent.policy(state))
+            logit_w, feature_w = self.agent.act(*self.agent.policy.mix(self.last_sources))
         return TeacherWeights(logit_w, feature_w)
 
+    def tracked_matrices(self, weights: TeacherWeights) -> dict[str, Tensor]:
+        """The applied weights and, to show what each contributes, every source before mixing
+        (`logit_agent`, `logit_confidence`, `logit_gap`, `feature_agent`, ...)."""
+        return {**super().tracked_matrices(weights), **self.last_sources}
+
     def observe(self, batch: DistillBatch, sample_loss: Tensor, epoch: int) -> None:
-        state, self.pending = self.pending, None
+        state, terms = self.pending, self.pending_terms
+        self.pending = self.pending_terms = None
         weights = self.last_weights
-        self.agent.observe(state, weights.logit, weights.feature, -sample_loss.float(), epoch)
+        reward = -sample_loss.float()
+        if self.options.reward == "centred":
+            reward = reward + self.reward_centring(terms, weights)
+        self.agent.observe(state, weights.logit, weights.feature, reward, epoch)
+
+    def reward_centring(self, terms: TeacherTerms, weights: TeacherWeights) -> Tensor:
+        """α Σ_k w_ik·m_k + β Σ_k v_ik·f_k, m_k and f_k teacher k's mean logit and feature terms
+        over the (global) batch: added to −loss, each term is measured from its teacher's mean,
+        so no teacher is preferred for being closer to the student overall
+        (docs/methods/mtkdrl.md#reward)."""
+        gather = self.context.gather
+        logit = terms.logit.float()
+        centring = self.context.alpha * (weights.logit * _batch_mean(logit, gather)).sum(1)
+        if terms.feature is not None and weights.feature is not None:
+            feature = terms.feature.float()
+            centring = centring + self.context.beta * (
+                weights.feature * _batch_mean(feature, gather)
+            ).sum(1)
+        return centring
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         self.agent.end_epoch()
@@ -162,3 +223,20 @@ class MTKDRL(Method):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         super().load_extra_state(state)
         self.agent.load_extra_state(state["agent"])
+
+
+@register_method
+class MTKDRLOfficial(MTKDRL):
+    """MTKD-RL with the official code's settings (a named preset of `mtkdrl`)."""
+
+    name = "mtkdrl-official"
+    description = (
+        "MTKD-RL (Yang et al., AAAI 2025) as the authors' code runs it: an agent sets per-sample "
+        "teacher weights"
+    )
+    Options = OfficialOptions
+
+
+def _batch_mean(values: Tensor, gather: Callable[[Tensor], Tensor] | None) -> Tensor:
+    """Per-column mean of a B×K matrix over the batch of every process (1×K)."""
+    return (values if gather is None else gather(values)).mean(dim=0, keepdim=True)

@@ -49,9 +49,10 @@ def make_batch(seed: int = 0, batch: int = B, dims=DIMS) -> DistillBatch:
     return DistillBatch(labels, student, teachers, adapted)
 
 
-def method(context=None, **options):
+def method(context=None, name="mtkdrl-official", **options):
+    """MTKD-RL built as the formulas below assume: the official settings unless `name` says."""
     options.setdefault("buffer_dtype", "float32")
-    return create_method(MethodConfig(name="mtkdrl", options=options), context or make_context())
+    return create_method(MethodConfig(name=name, options=options), context or make_context())
 
 
 def weights_of(strategy, batch: DistillBatch, epoch: int) -> TeacherWeights:
@@ -138,7 +139,7 @@ def test_paper_pool_dimensions_and_parameter_count():
     """The CIFAR-100 pool gives a 1692-wide state and 217,608 agent parameters (+6 dynamic)."""
     ctx = make_context(dims=[384, 384, 256, 256], classes=100)
     for dynamic, expected in ((False, 217_608), (True, 217_614)):
-        config = MethodConfig(name="mtkdrl", options={"dynamic": dynamic})
+        config = MethodConfig(name="mtkdrl-official", options={"dynamic": dynamic})
         strategy = create_method(config, ctx)
         assert strategy.agent.state_dim == 1692
         assert sum(p.numel() for p in strategy.agent.policy.parameters()) == expected
@@ -173,6 +174,80 @@ def test_dynamic_combination_matches_formula_and_starts_at_thirds():
     w_l, w_f = expected_weights(strategy.agent.policy, batch, mix)
     torch.testing.assert_close(weights.logit, w_l, atol=1e-6, rtol=0)
     torch.testing.assert_close(weights.feature, w_f, atol=1e-6, rtol=0)
+
+
+def test_mix_shares_set_the_fixed_proportions():
+    """`logit_mix`/`feature_mix` are the shares of (agent, confidence, gap/similarity)."""
+    strategy, batch = method(logit_mix=[1, 1, 0], feature_mix=[2, 1, 1]), make_batch(1)
+    weights = weights_of(strategy, batch, epoch=1)
+    mix = (torch.tensor([0.5, 0.5, 0.0]), torch.tensor([0.5, 0.25, 0.25]))
+    w_l, w_f = expected_weights(strategy.agent.policy, batch, mix)
+    torch.testing.assert_close(weights.logit, w_l, atol=1e-6, rtol=0)
+    torch.testing.assert_close(weights.feature, w_f, atol=1e-6, rtol=0)
+
+
+def test_dynamic_mixing_starts_at_the_shares():
+    default = method(dynamic=True).agent.policy
+    assert torch.equal(default.logit_mix.detach(), torch.ones(3))  # the official start
+    shares = method(dynamic=True, logit_mix=[2, 1, 1], feature_mix=[1, 1, 0]).agent.policy
+    logit_mix, feature_mix = shares.mixing()
+    torch.testing.assert_close(logit_mix, torch.tensor([0.5, 0.25, 0.25]))
+    torch.testing.assert_close(feature_mix, torch.tensor([0.5, 0.5, 0.0]))
+
+
+@pytest.mark.parametrize("mix", [[1, -1, 1], [0, 0, 0], [1, 1]])
+def test_bad_mix_is_one_line_naming_the_option(mix):
+    with pytest.raises(MtkdrlError, match=r"method\.options\.logit_mix: expected 3 non-negative"):
+        method(logit_mix=mix)
+
+
+def test_normalised_state_standardises_embeddings_and_logits_only():
+    """`normalise_state` makes each e_k and z_k zero-mean, unit-variance per sample, leaves the
+    three per-teacher terms raw, and so does not depend on the teachers' output scale."""
+    batch = make_batch(3)
+    raw = method().agent_state(batch, method().teacher_terms(batch, 1)).vector
+    strategy = method(normalise_state=True)
+    state = strategy.agent_state(batch, strategy.teacher_terms(batch, 1)).vector
+    start = 0
+    for dim in DIMS:
+        torch.testing.assert_close(state[:, start : start + 3], raw[:, start : start + 3])
+        for block in (
+            slice(start + 3, start + 3 + dim),
+            slice(start + 3 + dim, start + 3 + dim + C),
+        ):
+            values = state[:, block]
+            torch.testing.assert_close(values.mean(1), torch.zeros(B), atol=1e-5, rtol=0)
+            torch.testing.assert_close(
+                values.std(1, unbiased=False), torch.ones(B), atol=1e-3, rtol=0
+            )
+        start += dim + C + 3
+    scaled = copy.deepcopy(batch)
+    for teacher in scaled.teachers:
+        teacher.embedding = teacher.embedding * 1000.0
+    rescaled = strategy.agent_state(scaled, strategy.teacher_terms(scaled, 1)).vector
+    emb = slice(3, 3 + DIMS[0])
+    torch.testing.assert_close(rescaled[:, emb], state[:, emb], atol=2e-3, rtol=0)  # eps
+    assert not torch.allclose(
+        method().agent_state(scaled, method().teacher_terms(scaled, 1)).vector[:, emb], raw[:, emb]
+    )
+
+
+def test_defaults_depart_from_the_official_settings_where_measured():
+    """`mtkdrl`: uniform warm-up, agent head and confidence in halves (no gap term);
+    `mtkdrl-official`: weights 1 in warm-up, thirds; both the replay update and r = -loss."""
+    ours, official = method(name="mtkdrl"), method()
+    for strategy in (ours, official):
+        assert (strategy.options.agent_update, strategy.options.reward) == ("official", "loss")
+    assert (ours.options.warmup_weight, official.options.warmup_weight) == ("uniform", "one")
+    assert ours.agent.policy.mixing()[0].tolist() == [0.5, 0.5, 0.0]
+    assert official.agent.policy.mixing()[0].tolist() == pytest.approx([1 / 3] * 3)
+    batch = make_batch()
+    torch.testing.assert_close(weights_of(ours, batch, 0).logit, torch.full((B, K), 1 / K))
+    torch.testing.assert_close(weights_of(official, batch, 0).logit, torch.ones(B, K))
+    state = ours.agent_state(batch, ours.teacher_terms(batch, 1))
+    sources = ours.agent.policy.sources(state)
+    expected = 0.5 * sources["logit_agent"] + 0.5 * sources["logit_confidence"]
+    torch.testing.assert_close(weights_of(ours, batch, 1).logit, expected)
 
 
 def test_warmup_weights():
@@ -248,6 +323,63 @@ def test_reward_is_minus_the_loss_under_the_applied_weights(agent_update):
         assert not torch.allclose(reward, -mean_loss, atol=1e-4)
 
 
+@pytest.mark.parametrize("agent_update", ["official", "reinforce"])
+def test_centred_reward_measures_each_term_from_its_teachers_batch_mean(agent_update):
+    """`reward: centred`: r = -(CE + α Σ w·(KL - mean_batch KL) + β Σ v·(MSE - mean_batch MSE))."""
+    alpha, beta = 0.7, 5.0
+    torch.manual_seed(0)
+    strategy = method(make_context(alpha=alpha, beta=beta), agent_update=agent_update)
+    strategy.options.reward = "centred"
+    batch, seen = make_batch(6), []
+    original = strategy.agent.observe
+
+    def observe(state, logit_w, feature_w, reward, epoch):
+        seen.append(reward)
+        original(state, logit_w, feature_w, reward, epoch)
+
+    strategy.agent.observe = observe
+    step(strategy, batch, epoch=1)
+    w = strategy.last_weights
+    kl, mse = kl_matrix(batch), mse_matrix(batch)
+    ce = expected_loss(batch, TeacherWeights(w.logit * 0, w.feature * 0), alpha, beta)
+    centred = (
+        ce
+        + alpha * (w.logit * (kl - kl.mean(0))).sum(1)
+        + beta * (w.feature * (mse - mse.mean(0))).sum(1)
+    )
+    torch.testing.assert_close(seen[0], -centred, atol=1e-5, rtol=0)
+    assert not torch.allclose(seen[0], -expected_loss(batch, w, alpha, beta), atol=1e-3)
+
+
+def closer_teacher_weights(reward: str, steps: int = 400) -> list[float]:
+    """Two teachers equally right on every label, the first much closer to the (fixed) student:
+    the mean weight `reinforce`'s head gives the closer one after each step."""
+    torch.manual_seed(0)
+    options = {"agent_update": "reinforce", "warmup_epochs": 0}  # its default agent_lr, 1e-3
+    strategy = method(make_context(dims=[4, 4]), name="mtkdrl", reward=reward, **options)
+
+    def logits_for(labels, g):
+        student = F.one_hot(labels, C).float() * 6 + torch.randn(32, C, generator=g)
+        close = student + torch.randn(32, C, generator=g) * 0.3
+        far = F.one_hot(labels, C).float() * 6 + torch.randn(32, C, generator=g) * 2
+        return student, (close, far)
+
+    def head_weight(strategy, state):
+        return strategy.agent.policy.sources(state)["logit_agent"][:, 0].mean().item()
+
+    return agent_trace(strategy, logits_for, head_weight, steps)
+
+
+def test_loss_reward_drives_the_agent_to_the_closest_teacher_and_centred_does_not():
+    """With r = -loss the agent head learns to put its weight on whichever teacher is nearest the
+    student (lowering the loss it is rewarded for), not on a better one; centring each teacher's
+    term on its batch mean removes that pull, so two equally right teachers stay near halves."""
+    by_loss = closer_teacher_weights("loss")
+    centred = closer_teacher_weights("centred")
+    assert min(by_loss[-100:]) > 0.95
+    assert max(centred[-100:]) < 0.9 and abs(sum(centred[-100:]) / 100 - 0.5) < 0.15
+
+
 def test_replay_fires_every_agent_step_batches():
     strategy = method(agent_step=2)
     for index in range(3):
@@ -280,7 +412,7 @@ def test_agent_lr_zero_means_zero(agent_update, default_lr):
 
 
 def test_one_teacher_is_refused():
-    with pytest.raises(MtkdrlError, match=r"teachers:.*at least 2.*use method 'kd'"):
+    with pytest.raises(MtkdrlError, match=r"teachers: method 'mtkdrl' needs at least 2.*use 'kd'"):
         create_method(MethodConfig(name="mtkdrl"), make_context(dims=[4]))
 
 
@@ -356,23 +488,18 @@ def test_checkpoint_round_trip_restores_agent_optimizer_and_buffer(agent_update,
         torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-6, msg=name)
 
 
-def useful_teacher_weights(options: dict, steps: int = 300) -> list[float]:
-    """Two teachers, one useful and one with random logits, a fixed student close to the useful
-    one: the mean logit weight the agent gives the useful teacher after each step."""
-    torch.manual_seed(0)
-    ctx = make_context(dims=[4, 4], classes=C)
-    config = MethodConfig(name="mtkdrl", options={"warmup_epochs": 0, **options})
-    strategy = create_method(config, ctx)
+def agent_trace(strategy, logits_for, readout, steps: int) -> list[float]:
+    """Train `strategy`'s agent on two teachers for `steps` batches of 32; `logits_for(labels, g)`
+    gives the (fixed) student's and both teachers' logits, `readout(state)` the figure recorded
+    after each step."""
     g = torch.Generator().manual_seed(1)
     history = []
     for _ in range(steps):
         labels = torch.randint(0, C, (32,), generator=g)
-        good = F.one_hot(labels, C).float() * 6 + torch.randn(32, C, generator=g) * 0.5
-        bad = torch.randn(32, C, generator=g) * 3
-        student = good + torch.randn(32, C, generator=g) * 0.5
+        student, teachers = logits_for(labels, g)
         outs = [
             ModelOutputs(z, torch.rand(32, 4, generator=g), torch.rand(32, 4, 1, 1, generator=g))
-            for z in (good, bad)
+            for z in teachers
         ]
         adapted = [torch.rand(32, 4, 1, 1, generator=g) for _ in range(2)]
         batch = DistillBatch(labels, ModelOutputs(student, student), outs, adapted)
@@ -380,9 +507,27 @@ def useful_teacher_weights(options: dict, steps: int = 300) -> list[float]:
         state = strategy.pending
         strategy.observe(batch, sample_loss, 0)
         with torch.no_grad():
-            mean_logit, _ = strategy.agent.policy(state)
-        history.append(mean_logit[:, 0].mean().item())
+            history.append(readout(strategy, state))
     return history
+
+
+def useful_teacher_weights(options: dict, steps: int = 300) -> list[float]:
+    """Two teachers, one useful and one with random logits, a fixed student close to the useful
+    one: the mean logit weight the agent gives the useful teacher after each step."""
+    torch.manual_seed(0)
+    ctx = make_context(dims=[4, 4], classes=C)
+    config = MethodConfig(name="mtkdrl-official", options={"warmup_epochs": 0, **options})
+    strategy = create_method(config, ctx)
+
+    def logits_for(labels, g):
+        good = F.one_hot(labels, C).float() * 6 + torch.randn(32, C, generator=g) * 0.5
+        bad = torch.randn(32, C, generator=g) * 3
+        return good + torch.randn(32, C, generator=g) * 0.5, (good, bad)
+
+    def mixed_weight(strategy, state):
+        return strategy.agent.policy(state)[0][:, 0].mean().item()
+
+    return agent_trace(strategy, logits_for, mixed_weight, steps)
 
 
 def test_reinforce_learns_to_prefer_the_useful_teacher():
@@ -556,3 +701,34 @@ def test_teachers_whose_embedding_is_not_the_pooled_map_run(tmp_path, tiny_run):
     raw["method"]["options"] = {"warmup_epochs": 0}
     summary = distill(Recipe.from_dict(raw))
     assert summary["global_steps"] == 6 and 0 <= summary["last_top1"] <= 100
+
+
+def test_logged_sources_mix_into_the_applied_weights():
+    """Each source's per-epoch mean, mixed by thirds, is the applied weights' mean (official,
+    deterministic): the logs say what the agent head, confidence and gap terms contribute."""
+    context = make_context()
+    context.weights_by_class = True
+    strategy = method(context)
+    batch = make_batch()
+    step(strategy, batch, 1)
+    figures = strategy.end_epoch(1)
+    for kind, names in (("logit", ("agent", "confidence", "gap")),
+                        ("feature", ("agent", "confidence", "similarity"))):  # fmt: skip
+        for k in range(K):
+            mixed = sum(figures[f"w_{kind}_{name}_mean/{k}"] for name in names) / 3
+            assert abs(figures[f"w_{kind}_mean/{k}"] - mixed) < 1e-6
+        by_class = torch.tensor(
+            [
+                [w if w is not None else float("nan") for w in row]
+                for row in figures[f"w_{kind}_by_class"]
+            ]
+        )
+        for c in batch.labels.unique().tolist():
+            applied = getattr(strategy.last_weights, kind)[batch.labels == c].mean(0)
+            assert torch.allclose(by_class[c], applied, atol=1e-6)
+    teacher_ce = torch.stack(
+        [F.cross_entropy(t.logits, batch.labels, reduction="none") for t in batch.teachers], 1
+    )
+    confidence = (1 - F.softmax(teacher_ce, 1)) / (K - 1)
+    for k in range(K):
+        assert abs(figures[f"w_logit_confidence_mean/{k}"] - confidence[:, k].mean().item()) < 1e-6
