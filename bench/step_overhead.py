@@ -63,6 +63,8 @@ ROWS: dict[str, tuple[str, dict]] = {
     "mtkdrl (official)": ("mtkdrl-official", {"warmup_epochs": 0}),
     "mtkdrl (reinforce)": ("mtkdrl-official", {"warmup_epochs": 0, "agent_update": "reinforce"}),
     "mtkdrl (our defaults)": ("mtkdrl", {"warmup_epochs": 0}),
+    "ebkd": ("ebkd", {}),
+    "aekd": ("aekd", {}),
 }
 
 
