@@ -65,6 +65,7 @@ ROWS: dict[str, tuple[str, dict]] = {
     "mtkdrl (our defaults)": ("mtkdrl", {"warmup_epochs": 0}),
     "ebkd": ("ebkd", {}),
     "aekd": ("aekd", {}),
+    "ca_mkd": ("ca_mkd", {}),
 }
 
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._weighting import confidence_weights
+
 
 @dataclass
 class AgentState:
@@ -79,9 +81,11 @@ def handcrafted_sources(state: AgentState) -> tuple[Tensor, Tensor, Tensor]:
     Confidence (1 - softmax(tCE))/(K - 1): a teacher with lower CE gets more weight; logit gap
     softmax(KL): the teacher farthest from the student gets more; feature similarity softmax(cos).
     """
-    num_teachers = state.teacher_ce.shape[1]
-    confidence = (1.0 - F.softmax(state.teacher_ce, dim=1)) / (num_teachers - 1)
-    return confidence, F.softmax(state.kl, dim=1), F.softmax(state.cos, dim=1)
+    return (
+        confidence_weights(state.teacher_ce),
+        F.softmax(state.kl, dim=1),
+        F.softmax(state.cos, dim=1),
+    )
 
 
 class PolicyNetwork(nn.Module):
