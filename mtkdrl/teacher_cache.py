@@ -357,6 +357,8 @@ def open_for_run(
         has_crops=hasattr(transform, "sample"),
     )
     identity = _identity(recipe, data, teachers, student_cfg, accelerator)
+    if not with_features:  # a logit-only cache lives beside the full one, not in its place
+        identity["logits_only"] = True
     key = cache_key(identity)
     root = Path(cfg.dir) if cfg.dir else Path(recipe.output_dir) / "teacher_cache"
     folder = root / key[:16]

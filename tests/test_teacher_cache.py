@@ -160,6 +160,19 @@ def test_changing_teachers_data_or_transform_gives_a_new_cache(tmp_path, tiny_ru
     assert base not in others and len(others) == 3
 
 
+def test_logit_only_and_feature_methods_share_a_cache_folder(tmp_path, tiny_run):
+    """A method without the feature loss (ebkd) and one with it (avg), pointed at one
+    `teacher_cache.dir` in either order, each get a cache of their own layout beside the other."""
+    summaries = {}
+    for method in ("avg", "ebkd", "avg"):
+        raw = tiny_run(tmp_path / method, method, epochs=1, eval_teachers=False)
+        raw["teacher_cache"] = {"views": 1, "dir": str(tmp_path / "cache")}
+        summaries.setdefault(method, []).append(distill(Recipe.from_dict(raw), overwrite=True))
+    avg_first, avg_again = summaries["avg"]
+    assert avg_again["teacher_cache_misses"] == 0  # its cache survived the logit-only run
+    assert summaries["ebkd"][0]["teacher_cache"] != avg_first["teacher_cache"]
+
+
 def test_streamed_data_cannot_be_replayed(tmp_path, tiny_run):
     raw = tiny_run(tmp_path / "run", "avg", epochs=1)
     raw["data"].update(streaming=True, train_subset=32)
