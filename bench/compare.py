@@ -246,7 +246,7 @@ def plot(results: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(8, 5))
-    colours = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    colours = {method: plt.cm.tab20(index % 20) for index, method in enumerate(METHODS)}
     pools = list(dict.fromkeys(r["pool"] for r in results))
     markers = dict(zip(pools, "osD^vP*X", strict=False))
     for pool in pools:
