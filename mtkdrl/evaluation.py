@@ -10,7 +10,7 @@ def evaluate_student(run: Run) -> dict[str, float]:
     """Top-1/top-5 and mean CE of the student on the eval split, gathered over processes."""
     run.student.eval()
     return evaluate_classifier(
-        lambda images: run.student(images, with_features=False)[0],
+        lambda images: run.student(images, feature_stage=None)[0],
         run.eval_loader,
         run.accelerator.device,
         gather=run.accelerator.gather_for_metrics,

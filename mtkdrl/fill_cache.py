@@ -50,13 +50,13 @@ def fill_teacher_cache(
                 for images, _, indices in batches:
                     if recipe.train.channels_last:
                         images = images.contiguous(memory_format=torch.channels_last)
-                    cached(images, indices, view, run.task.with_features)
+                    cached(images, indices, view, run.task.feature_stage)
                 if accelerator.is_main_process:
                     cached.fill_dropped(
                         run.data.train_set,
                         view,
                         batch_size,
-                        run.task.with_features,
+                        run.task.feature_stage,
                         accelerator.device,
                     )
             accelerator.wait_for_everyone()

@@ -43,10 +43,15 @@ class ModelOutputs:
         return ModelOutputs(self.logits.clone(), self.embedding.clone(), features)
 
 
-def forward_outputs(model: nn.Module, images: Tensor, with_features: bool = True) -> ModelOutputs:
-    """Run `model` once and return logits, embedding and (optionally) the last-stage map."""
-    if with_features:
-        final, intermediates = model.forward_intermediates(images, indices=1, output_fmt="NCHW")
+def forward_outputs(
+    model: nn.Module, images: Tensor, feature_stage: int | None = -1
+) -> ModelOutputs:
+    """Run `model` once and return logits, embedding and (unless `feature_stage` is None) the map
+    of that entry of `forward_intermediates` (-1: the last stage's)."""
+    if feature_stage is not None:
+        final, intermediates = model.forward_intermediates(
+            images, indices=[feature_stage], output_fmt="NCHW"
+        )
         features = intermediates[-1]
     else:
         final, features = model.forward_features(images), None
@@ -56,7 +61,7 @@ def forward_outputs(model: nn.Module, images: Tensor, with_features: bool = True
 
 
 class OutputsModel(nn.Module):
-    """A model whose `forward` yields (logits, embedding, last-stage map) in one pass.
+    """A model whose `forward` yields (logits, embedding, a stage's map) in one pass.
 
     Wrapping the student this way keeps its whole computation inside `forward`, which is what
     DistributedDataParallel (and other Accelerate wrappers) hook to synchronise gradients.
@@ -66,8 +71,8 @@ class OutputsModel(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images: Tensor, with_features: bool = True) -> tuple:
-        outputs = forward_outputs(self.model, images, with_features)
+    def forward(self, images: Tensor, feature_stage: int | None = -1) -> tuple:
+        outputs = forward_outputs(self.model, images, feature_stage)
         return outputs.logits, outputs.embedding, outputs.features
 
 
@@ -179,6 +184,11 @@ def check_class_count(
         f"{where}{role} {name!r} predicts {classes} classes but the data set has "
         f"{num_classes}{advice}"
     )
+
+
+def embedding_width(model: nn.Module) -> int:
+    """The width of the pooled embedding `forward_head(..., pre_logits=True)` returns."""
+    return int(getattr(model, "head_hidden_size", None) or model.num_features)
 
 
 def teacher_heads(teachers: list[nn.Module], probe: list[ModelOutputs]) -> list[nn.Module | None]:
@@ -301,7 +311,7 @@ class TeacherPool:
             adapter.to(device)
         return self
 
-    def __call__(self, images: Tensor, with_features: bool = True) -> list[ModelOutputs]:
+    def __call__(self, images: Tensor, feature_stage: int | None = -1) -> list[ModelOutputs]:
         """Every teacher's outputs for a student-normalised batch, in fp32, without gradients.
 
         The forwards run in `inference_mode`; the outputs are cloned out of it so that the losses
@@ -309,7 +319,7 @@ class TeacherPool:
         """
         with torch.inference_mode():
             outputs = [
-                ModelOutputs(*runner(adapter(images), with_features)).float()
+                ModelOutputs(*runner(adapter(images), feature_stage)).float()
                 for runner, adapter in zip(self.runners, self.adapters, strict=True)
             ]
         return [out.clone() for out in outputs]
@@ -330,15 +340,18 @@ class TeacherPool:
             digests.append(digest.hexdigest())
         return digests
 
-    def check_inputs(self, student_cfg: dict, device: torch.device) -> list[ModelOutputs]:
-        """One dummy batch through every teacher: proves the input sizes fit, and gives shapes."""
+    def check_inputs(
+        self, student_cfg: dict, device: torch.device, feature_stage: int | None = -1
+    ) -> list[ModelOutputs]:
+        """One dummy batch through every teacher: proves the input sizes fit, and gives shapes
+        (the maps at `feature_stage`)."""
         channels, height, width = student_cfg["input_size"]
         probe = torch.zeros(2, channels, height, width, device=device)
         outputs = []
         for name, teacher, adapter in zip(self.names, self.teachers, self.adapters, strict=True):
             try:
                 with torch.no_grad():
-                    outputs.append(forward_outputs(teacher, adapter(probe)).float())
+                    outputs.append(forward_outputs(teacher, adapter(probe), feature_stage).float())
             except (RuntimeError, AssertionError, ValueError) as err:
                 raise MtkdrlError(
                     f"teacher {name!r} cannot take the student's {height}x{width} inputs: "

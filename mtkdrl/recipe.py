@@ -64,13 +64,19 @@ class DataConfig:
 
 @dataclass
 class MethodConfig:
-    """The weighting strategy and the loss weights: L = CE + alpha Σ w·KL + beta Σ w·MSE."""
+    """The weighting strategy and the loss weights: L = CE + alpha Σ w·ℓ + beta Σ w·MSE.
+
+    `logit_loss` is ℓ: a name from `mtkdrl.logit_losses` (`kl`, the default, or `dkd`) or a
+    mapping with `name` and its settings (`{name: dkd, beta: 2}`), checked when the method is
+    built, as `options` are.
+    """
 
     name: str = "avg"
     temperature: float = 4.0
     alpha: float = 1.0
     beta: float = 5.0
     options: dict[str, Any] = field(default_factory=dict)
+    logit_loss: str | dict[str, Any] = "kl"
 
 
 @dataclass

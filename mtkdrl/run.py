@@ -157,20 +157,29 @@ def build_run(
     ).to(device)
     probe = teachers.check_inputs(student_cfg, device)
     context = method_context(
-        recipe.method, teachers, probe, num_classes, accelerator, recipe.train.log_weights_by_class
+        recipe.method,
+        teachers,
+        probe,
+        num_classes,
+        accelerator,
+        recipe.train.log_weights_by_class,
+        student.model,
     )
     method = create_method(recipe.method, context)
     method = method.to(device)
     if method.uses_teachers and not recipe.teachers:
         raise MtkdrlError(f"teachers: method {recipe.method.name!r} needs at least one teacher")
-    with_features = method.uses_teachers and method.uses_features
-    adapters = build_adapters(student, student_cfg, probe) if with_features else None
+    feature_stage = method.feature_stage if method.uses_teachers and method.uses_features else None
+    adapters = None
+    if feature_stage is not None:
+        probe = teachers.check_inputs(student_cfg, device, feature_stage)
+        adapters = build_adapters(student, student_cfg, probe, method)
     params = [*student.parameters(), *(adapters.parameters() if adapters is not None else [])]
     optimizer = build_optimizer(params, recipe.optim)
     source = LiveTeachers(teachers)
     if not dry_run:
         source = open_for_run(
-            recipe, data, teachers, probe, with_features, accelerator, student_cfg
+            recipe, data, teachers, probe, feature_stage, accelerator, student_cfg
         )
     if recipe.train.channels_last:
         student.to(memory_format=torch.channels_last)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from accelerate.utils import extract_model_from_parallel
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -60,13 +59,30 @@ def student_access(run: Run, batch: tuple, provider: BatchProvider) -> StudentAc
         with task.method.look_ahead():
             return task.losses(outputs)[0].mean()
 
+    def outputs(params: dict[str, Tensor], images: Tensor, labels: Tensor, teachers: list):
+        with accelerator.autocast():
+            return task.outputs(images, labels, params=params, teacher_outputs=teachers)
+
+    params = task.named_trainable_parameters()
+    group = run.optimizer.param_groups[0]
+    state = getattr(run.optimizer, "optimizer", run.optimizer).state
+    buffers = {
+        name: state[p]["momentum_buffer"]
+        for name, p in params.items()
+        if state.get(p, {}).get("momentum_buffer") is not None
+    }
     return StudentAccess(
-        params=dict(extract_model_from_parallel(task.student).named_parameters()),
-        lr=run.optimizer.param_groups[0]["lr"],
+        params=params,
+        lr=group["lr"],
         batch=batch,
         forward=lambda params, images: task.run_student(images, params),
         loss=loss,
         next_batch=provider,
+        outputs=outputs,
+        momentum=group.get("momentum", 0.0),
+        weight_decay=group.get("weight_decay", 0.0),
+        nesterov=group.get("nesterov", False),
+        momentum_buffers=buffers,
     )
 
 

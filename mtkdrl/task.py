@@ -25,7 +25,14 @@ from torch.func import functional_call
 
 from .losses import FeatureAdapters
 from .methods import DistillBatch, Method, MethodContext, create_method
-from .pool import ModelOutputs, OutputsModel, TeacherPool, data_config_of, teacher_heads
+from .pool import (
+    ModelOutputs,
+    OutputsModel,
+    TeacherPool,
+    data_config_of,
+    embedding_width,
+    teacher_heads,
+)
 from .recipe import MethodConfig
 from .teacher_cache import LiveTeachers
 
@@ -73,11 +80,13 @@ class DistillationTask(nn.Module):
         pool = TeacherPool(teachers, names, student_cfg).to(device)
         probe = pool.check_inputs(student_cfg, device)
         classes = num_classes or student.num_classes
-        method_ = create_method(config, method_context(config, pool, probe, classes)).to(device)
+        context = method_context(config, pool, probe, classes, student=student)
+        method_ = create_method(config, context).to(device)
         outputs = OutputsModel(student)
         adapters = None
         if method_.uses_teachers and method_.uses_features:
-            adapters = build_adapters(outputs, student_cfg, probe).to(device)
+            probe = pool.check_inputs(student_cfg, device, method_.feature_stage)
+            adapters = build_adapters(outputs, student_cfg, probe, method_).to(device)
         return cls(outputs, LiveTeachers(pool), method_, adapters)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -87,8 +96,12 @@ class DistillationTask(nn.Module):
         return [*self.student.parameters(), *adapters]
 
     @property
-    def with_features(self) -> bool:
-        return self.method.uses_teachers and self.method.uses_features
+    def feature_stage(self) -> int | None:
+        """The `forward_intermediates` entry whose maps the method distils; None without a
+        feature loss."""
+        if self.method.uses_teachers and self.method.uses_features:
+            return self.method.feature_stage
+        return None
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch the method sees (warm-ups) and the teacher cache replays."""
@@ -100,28 +113,50 @@ class DistillationTask(nn.Module):
         labels: Tensor,
         indices: Tensor | None = None,
         params: dict[str, Tensor] | None = None,
+        teacher_outputs: list[ModelOutputs] | None = None,
     ) -> DistillBatch:
         """Teachers first (before the student's saved activations hold memory), then the student
         and its adapted feature maps; with `params`, the student runs at those parameters on
-        copies of its buffers (`torch.func.functional_call`)."""
+        copies of its buffers (`torch.func.functional_call`); `teacher_outputs`, when given, stand
+        in for the teachers."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        teacher_outs = []
-        if self.method.uses_teachers:
-            teacher_outs = self.teachers(images, indices, self.epoch, self.with_features)
+        teacher_outs = teacher_outputs or []
+        if self.method.uses_teachers and teacher_outputs is None:
+            teacher_outs = self.teachers(images, indices, self.epoch, self.feature_stage)
         student_out = self.run_student(images, params)
-        adapted = self.adapters(student_out.features) if self.with_features else []
-        return DistillBatch(labels, student_out, teacher_outs, [a.float() for a in adapted])
+        adapted = self.run_adapters(student_out.features, params)
+        return DistillBatch(labels, student_out, teacher_outs, adapted)
 
     def run_student(self, images: Tensor, params: dict[str, Tensor] | None = None) -> ModelOutputs:
         """The student's outputs, at its own parameters or (functionally) at `params`."""
         if params is None:
-            return ModelOutputs(*self.student(images, self.with_features))
+            return ModelOutputs(*self.student(images, self.feature_stage))
         module = extract_model_from_parallel(self.student)
-        buffers = {name: b.clone() for name, b in module.named_buffers()}
-        return ModelOutputs(
-            *functional_call(module, {**params, **buffers}, (images, self.with_features))
-        )
+        return ModelOutputs(*_call_at(module, params, "", (images, self.feature_stage)))
+
+    def run_adapters(
+        self, student_map: Tensor | None, params: dict[str, Tensor] | None = None
+    ) -> list[Tensor]:
+        """The student's map through each teacher's adapter (fp32), at the adapters' own
+        parameters or at the `adapters.`-prefixed entries of `params`; empty without adapters."""
+        if self.feature_stage is None:
+            return []
+        if params is None:
+            adapted = self.adapters(student_map)
+        else:
+            module = extract_model_from_parallel(self.adapters)
+            adapted = _call_at(module, params, "adapters.", (student_map,))
+        return [a.float() for a in adapted]
+
+    def named_trainable_parameters(self) -> dict[str, Tensor]:
+        """The student's parameters by name, and the adapters' prefixed `adapters.`: the keys that
+        `outputs(..., params)` reads."""
+        named = dict(extract_model_from_parallel(self.student).named_parameters())
+        if self.adapters is not None:
+            adapters = extract_model_from_parallel(self.adapters)
+            named.update({f"adapters.{k}": v for k, v in adapters.named_parameters()})
+        return named
 
     def losses(self, batch: DistillBatch) -> tuple[Tensor, dict[str, Tensor]]:
         """The per-sample loss (B,) and the method's named per-sample terms."""
@@ -152,6 +187,7 @@ def method_context(
     num_classes: int,
     accelerator: Accelerator | None = None,
     weights_by_class: bool = False,
+    student: nn.Module | None = None,
 ) -> MethodContext:
     """What a method is told when it is built; with several processes, how to gather and reduce."""
     multi = accelerator is not None and accelerator.num_processes > 1
@@ -167,17 +203,28 @@ def method_context(
         gather=accelerator.gather if multi else None,
         reduce=(lambda t: accelerator.reduce(t, reduction="mean")) if multi else None,
         process_index=0 if accelerator is None else accelerator.process_index,
+        student_width=0 if student is None else embedding_width(student),
     )
 
 
 def build_adapters(
-    student: OutputsModel, student_cfg: dict, probe: list[ModelOutputs]
+    student: OutputsModel, student_cfg: dict, probe: list[ModelOutputs], method: Method
 ) -> FeatureAdapters:
-    """One feature adapter per teacher, sized by a probe of the student's last-stage map."""
+    """One feature adapter per teacher, of the method's kind, sized by a probe of the student's map
+    at the method's stage (`probe` holds the teachers' maps at that stage)."""
     channels, height, width = student_cfg["input_size"]
     device = next(student.parameters()).device
     student.eval()
     with torch.no_grad():
-        student_map = student(torch.zeros(2, channels, height, width, device=device))[2]
+        zeros = torch.zeros(2, channels, height, width, device=device)
+        student_map = student(zeros, method.feature_stage)[2]
     student.train()
-    return FeatureAdapters.build(student_map.shape[1], [out.features for out in probe])
+    return FeatureAdapters.build(student_map, [out.features for out in probe], method.adapter_kind)
+
+
+def _call_at(module: nn.Module, params: dict[str, Tensor], prefix: str, args: tuple):
+    """`module(*args)` with its parameters taken from `params[prefix + name]` and its buffers
+    cloned, so that running statistics (BN) are left as they were."""
+    own = {name: params[prefix + name] for name, _ in module.named_parameters()}
+    buffers = {name: b.clone() for name, b in module.named_buffers()}
+    return functional_call(module, {**own, **buffers}, args)

@@ -242,16 +242,16 @@ class LiveTeachers:
         self.teachers = teachers
 
     def __call__(
-        self, images: Tensor, indices: Tensor | None, epoch: int, with_features: bool
+        self, images: Tensor, indices: Tensor | None, epoch: int, feature_stage: int | None
     ) -> list[ModelOutputs]:
-        return self.teachers(images, with_features) if len(self.teachers) else []
+        return self.teachers(images, feature_stage) if len(self.teachers) else []
 
     def view_of(self, epoch: int) -> int | None:
         """None: every epoch shows fresh augmented views."""
         return None
 
     def fill_dropped(
-        self, dataset, epoch: int, batch_size: int, with_features: bool, device
+        self, dataset, epoch: int, batch_size: int, feature_stage: int | None, device
     ) -> int:
         return 0
 
@@ -290,7 +290,7 @@ class CachedTeachers:
         }
 
     def __call__(
-        self, images: Tensor, indices: Tensor, epoch: int, with_features: bool
+        self, images: Tensor, indices: Tensor, epoch: int, feature_stage: int | None
     ) -> list[ModelOutputs]:
         view = self.cache.view_of(epoch)
         rows = indices.cpu().numpy()
@@ -298,7 +298,7 @@ class CachedTeachers:
         cached = self.cache.lookup(view, rows, seeds, images.device)
         if cached is not None:
             return cached
-        outputs = self.teachers(images, with_features)
+        outputs = self.teachers(images, feature_stage)
         crops = None
         if self.sample_view is not None:
             crops = np.array(
@@ -307,7 +307,7 @@ class CachedTeachers:
         return self.cache.store(view, rows, seeds, outputs, crops)
 
     def fill_dropped(
-        self, dataset, epoch: int, batch_size: int, with_features: bool, device: torch.device
+        self, dataset, epoch: int, batch_size: int, feature_stage: int | None, device: torch.device
     ) -> int:
         """Store the samples this epoch's view still lacks when they are the few that the loader's
         `drop_last` left out, so that replays of the view never wait on the teachers; returns how
@@ -318,7 +318,7 @@ class CachedTeachers:
             return 0
         if len(missing):
             images = torch.stack([dataset[int(i)][0] for i in missing]).to(device)
-            self(images, torch.from_numpy(missing), epoch, with_features)
+            self(images, torch.from_numpy(missing), epoch, feature_stage)
         return len(missing)
 
 
@@ -327,7 +327,7 @@ def open_for_run(
     data: DataBundle,
     teachers: TeacherPool,
     probe: list[ModelOutputs],
-    with_features: bool,
+    feature_stage: int | None,
     accelerator: Accelerator,
     student_cfg: dict,
 ) -> CachedTeachers | LiveTeachers:
@@ -352,13 +352,17 @@ def open_for_run(
         views=cfg.views,
         num_classes=[int(out.logits.shape[1]) for out in probe],
         embedding_dims=[int(out.embedding.shape[1]) for out in probe],
-        feature_shapes=[list(out.features.shape[1:]) for out in probe] if with_features else None,
+        feature_shapes=[list(out.features.shape[1:]) for out in probe]
+        if feature_stage is not None
+        else None,
         feature_dtype=cfg.feature_dtype,
         has_crops=hasattr(transform, "sample"),
     )
     identity = _identity(recipe, data, teachers, student_cfg, accelerator)
-    if not with_features:  # a logit-only cache lives beside the full one, not in its place
+    if feature_stage is None:  # a logit-only cache lives beside the full one, not in its place
         identity["logits_only"] = True
+    elif feature_stage != -1:  # so do the maps of another stage
+        identity["feature_stage"] = feature_stage
     key = cache_key(identity)
     root = Path(cfg.dir) if cfg.dir else Path(recipe.output_dir) / "teacher_cache"
     folder = root / key[:16]

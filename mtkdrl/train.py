@@ -177,7 +177,7 @@ def fill_dropped_views(run: Run, epoch: int) -> None:
                 run.data.train_set,
                 epoch,
                 run.recipe.data.batch_size * accelerator.num_processes,
-                run.task.with_features,
+                run.task.feature_stage,
                 accelerator.device,
             )
     accelerator.wait_for_everyone()

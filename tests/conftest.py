@@ -8,6 +8,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -97,17 +98,45 @@ def cnn_and_vit_dry_run(tmp_path):
     return run
 
 
+def assert_same_state(a, b, where: str = "") -> None:
+    """Two checkpoint states (nested dicts, lists, tensors, plain values) are equal exactly."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            assert_same_state(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list | tuple):
+        assert isinstance(b, list | tuple) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_state(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, np.ndarray):
+        assert np.array_equal(a, b), where
+    else:
+        assert a == b, where
+
+
 @pytest.fixture
 def same_students():
-    """Asserts that two runs ended with the same student, tensor for tensor."""
+    """Asserts that two runs ended with the same student and the same last checkpoint (optimizer,
+    method state and RNG of every process), tensor for tensor."""
     from safetensors.torch import load_file
+
+    from mtkdrl.checkpoint import _read_pair
 
     def check(first: Path, second: Path) -> None:
         a = load_file(str(first / "student_last.safetensors"))
         b = load_file(str(second / "student_last.safetensors"))
-        assert a.keys() == b.keys()
-        for key in a:
-            assert torch.equal(a[key], b[key]), key
+        assert_same_state(a, b, "student_last")
+        folders = [
+            run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
+            for run in (first, second)
+        ]
+        stems = sorted(p.name.split(".")[0] for p in folders[0].glob("*.safetensors"))
+        assert stems == sorted(p.name.split(".")[0] for p in folders[1].glob("*.safetensors"))
+        for stem in stems:
+            a, b = (_read_pair(folder, stem) for folder in folders)
+            assert_same_state(a, b, stem)
 
     return check
 
@@ -134,5 +163,47 @@ def run_and_resumed(tmp_path, tiny_run, same_students):
         distill(part, resume=True)
         same_students(tmp_path / "full", tmp_path / "part")
         return summary, tmp_path / "full"
+
+    return run
+
+
+@pytest.fixture
+def two_processes(tmp_path):
+    """Runs a raw recipe under `accelerate launch` with 2 CPU processes; asserts that the method's
+    and the student's tensors end identical on both ranks and returns them per rank.
+
+    Accelerate starts several CPU processes through torch's elastic launcher when asked for
+    `--multi_gpu` with ACCELERATE_USE_CPU set (its `--cpu` flag alone needs MPI for more than one).
+    """
+    import socket
+    import subprocess
+    import sys
+
+    import yaml
+    from safetensors.torch import load_file
+
+    def run(recipe: dict) -> tuple[list[dict], list[dict]]:
+        path = tmp_path / "two_process_recipe.yaml"
+        path.write_text(yaml.safe_dump(recipe))
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        script = Path(__file__).parent / "methods" / "two_process_run.py"
+        command = [
+            sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+            "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+            "--dynamo_backend", "no", "--main_process_port", str(port),
+            str(script), str(path), str(tmp_path),
+        ]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "rank 0: done" in done.stdout and "rank 1: done" in done.stdout
+        states = {}
+        for kind in ("method", "student"):
+            ranks = [load_file(str(tmp_path / f"{kind}_rank{r}.safetensors")) for r in (0, 1)]
+            assert_same_state(ranks[0], ranks[1], kind)
+            states[kind] = ranks
+        return states["method"], states["student"]
 
     return run

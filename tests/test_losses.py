@@ -41,8 +41,8 @@ def test_feature_mse_is_a_per_sample_mean():
 
 
 def test_adapter_pools_down_and_interpolates_up():
-    down = FeatureAdapter(8, (16, 4, 4))
-    up = FeatureAdapter(8, (16, 8, 8))
+    down = FeatureAdapter((8, 8, 8), (16, 4, 4))
+    up = FeatureAdapter((8, 4, 4), (16, 8, 8))
     x = torch.randn(2, 8, 8, 8)
     assert down(x).shape == (2, 16, 4, 4)
     assert up(torch.randn(2, 8, 2, 2)).shape == (2, 16, 8, 8)
@@ -52,7 +52,9 @@ def test_adapter_pools_down_and_interpolates_up():
 def test_adapters_each_read_the_student_map():
     """Unlike the official chained TransFeat, teacher 2's adapter sees the student's own map."""
     torch.manual_seed(0)
-    adapters = FeatureAdapters.build(8, [torch.zeros(1, 4, 2, 2), torch.zeros(1, 4, 8, 8)]).eval()
+    adapters = FeatureAdapters.build(
+        torch.zeros(1, 8, 4, 4), [torch.zeros(1, 4, 2, 2), torch.zeros(1, 4, 8, 8)]
+    ).eval()
     x = torch.randn(2, 8, 8, 8)
     second = adapters(x)[1]
     torch.testing.assert_close(second, adapters[1](x))

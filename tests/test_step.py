@@ -118,7 +118,7 @@ class ProbeMethod(Method):
         top = torch.stack([F.softmax(t.logits, 1).max(1).values for t in batch.teachers], 1)
         return 1.0 + self.options.scale * top.mean(1)
 
-    def logit_loss(self, student_logits, teacher_logits, temperature):
+    def logit_loss(self, student_logits, teacher_logits, labels, temperature, epoch):
         diff = F.softmax(student_logits / temperature, 1) - F.softmax(
             teacher_logits / temperature, 1
         )

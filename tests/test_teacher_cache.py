@@ -55,8 +55,8 @@ def test_cached_outputs_equal_fresh_teacher_outputs_for_the_same_views(
     for epoch in range(4):
         bundle.set_epoch(epoch, cached.cache.view_of(epoch))
         for images, _, indices in bundle.train_loader:
-            replayed = cached(images, indices, epoch, with_features=True)
-            fresh = pool(images, with_features=True)
+            replayed = cached(images, indices, epoch, feature_stage=-1)
+            fresh = pool(images, feature_stage=-1)
             for got, want in zip(replayed, fresh, strict=True):
                 torch.testing.assert_close(got.logits, want.logits, rtol=0, atol=1e-5)
                 torch.testing.assert_close(got.embedding, want.embedding, rtol=0, atol=1e-5)
@@ -86,7 +86,7 @@ def test_entry_with_another_seed_is_recomputed_not_misread(tmp_path, tiny_cifar,
     rows = indices.numpy()
     seeds = np.array([sample_seed(4, 0, int(i)) for i in rows], dtype=np.int64)
     assert cached.cache.lookup(0, rows, seeds, images.device) is None
-    stored = cached(images, indices, 0, with_features=True)
+    stored = cached(images, indices, 0, feature_stage=-1)
     again = cached.cache.lookup(0, rows, seeds, images.device)
     assert again is not None and torch.equal(again[1].features, stored[1].features)
     assert cached.cache.lookup(0, rows, seeds + 1, images.device) is None  # another view
@@ -161,16 +161,18 @@ def test_changing_teachers_data_or_transform_gives_a_new_cache(tmp_path, tiny_ru
 
 
 def test_logit_only_and_feature_methods_share_a_cache_folder(tmp_path, tiny_run):
-    """A method without the feature loss (ebkd) and one with it (avg), pointed at one
-    `teacher_cache.dir` in either order, each get a cache of their own layout beside the other."""
+    """A method without the feature loss (ebkd), one with last-stage maps (avg) and one with
+    second-stage maps (fitnet_mkd), pointed at one `teacher_cache.dir` in any order, each get a
+    cache of their own layout beside the others."""
     summaries = {}
-    for method in ("avg", "ebkd", "avg"):
+    for method in ("avg", "ebkd", "fitnet_mkd", "avg"):
         raw = tiny_run(tmp_path / method, method, epochs=1, eval_teachers=False)
         raw["teacher_cache"] = {"views": 1, "dir": str(tmp_path / "cache")}
         summaries.setdefault(method, []).append(distill(Recipe.from_dict(raw), overwrite=True))
-    avg_first, avg_again = summaries["avg"]
-    assert avg_again["teacher_cache_misses"] == 0  # its cache survived the logit-only run
-    assert summaries["ebkd"][0]["teacher_cache"] != avg_first["teacher_cache"]
+    avg_again = summaries["avg"][1]
+    assert avg_again["teacher_cache_misses"] == 0  # its cache survived the other runs
+    folders = {summaries[m][0]["teacher_cache"] for m in ("avg", "ebkd", "fitnet_mkd")}
+    assert len(folders) == 3
 
 
 def test_streamed_data_cannot_be_replayed(tmp_path, tiny_run):

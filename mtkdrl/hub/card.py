@@ -26,7 +26,7 @@ from ..data import describe_split, local_source
 from ..errors import MtkdrlError, first_line
 from ..hardware import machine_info
 from ..methods import method_class
-from ..recipe import DataConfig
+from ..recipe import DataConfig, MethodConfig
 from .lineage import base_model, provenance
 from .run import FinishedRun, Reference, Score, Which, eval_data_of
 
@@ -42,6 +42,7 @@ class MethodText:
     description: str
     citation: str
     uses_teachers: bool
+    fixed_logit_loss: str = ""
 
 
 def method_text(name: str) -> MethodText:
@@ -51,7 +52,9 @@ def method_text(name: str) -> MethodText:
         cls = method_class(name)
     except MtkdrlError:
         return MethodText(description=f"method `{name}`", citation="", uses_teachers=True)
-    return MethodText(cls.description, cls.citation.strip(), cls.uses_teachers)
+    return MethodText(
+        cls.description, cls.citation.strip(), cls.uses_teachers, cls.fixed_logit_loss
+    )
 
 
 @dataclass
@@ -295,7 +298,7 @@ def _lineage(ctx: CardContext) -> str:
     options = f", options `{json.dumps(method.options, sort_keys=True)}`" if method.options else ""
     student = provenance(recipe.student)
     loss = (
-        f"CE + {method.alpha:g}·Σ w·KL(T = {method.temperature:g}) + "
+        f"CE + {method.alpha:g}·Σ w·{_logit_loss_text(method, info)} + "
         f"{method.beta:g}·Σ v·MSE(adapted features), w and v the teachers' weights"
         if info.uses_teachers
         else "cross-entropy only"
@@ -317,6 +320,22 @@ def _lineage(ctx: CardContext) -> str:
         else f"evaluated only: the `{method.name}` method does not distil from them"
     )
     return "\n".join(lines) + f"\n\nTeachers ({role}):\n\n" + "\n".join(table)
+
+
+def _logit_loss_text(method: MethodConfig, info: MethodText) -> str:
+    """ℓ as the card names it: `KL(T = 4)` for the default `kl`, else the recipe's logit loss by
+    name with its settings, e.g. `dkd(T = 4, beta = 2)`; a method that always uses one loss
+    (`fixed_logit_loss`) is named by it, its settings shown among the method's options."""
+    spec = method.logit_loss
+    if isinstance(spec, dict):
+        name = str(spec.get("name", "kl"))
+        settings = {key: value for key, value in spec.items() if key != "name"}
+    else:
+        name, settings = str(spec), {}
+    if info.fixed_logit_loss:
+        name, settings = info.fixed_logit_loss, {}
+    parts = [f"T = {method.temperature:g}", *(f"{k} = {v}" for k, v in sorted(settings.items()))]
+    return f"{'KL' if name == 'kl' else name}({', '.join(parts)})"
 
 
 def _train_data(ctx: CardContext) -> str:

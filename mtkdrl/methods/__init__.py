@@ -6,10 +6,12 @@ A new method is one new module in this package defining a `Method` subclass with
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 
 from ..errors import MtkdrlError
+from ..logit_losses import build_logit_loss
 from ..recipe import MethodConfig, build_dataclass
 from .base import (
     DistillBatch,
@@ -41,10 +43,12 @@ def method_class(name: str) -> type[Method]:
 
 
 def create_method(config: MethodConfig, context: MethodContext) -> Method:
-    """Build the method a recipe names, validating its `method.options`."""
+    """Build the method a recipe names, validating its `method.options` and `method.logit_loss`
+    (which the method finds, built, as `context.logit_loss`)."""
     cls = method_class(config.name)
     options = build_dataclass(cls.Options, config.options, "method.options")
-    return cls(context, options)
+    logit_loss = build_logit_loss(config.logit_loss)
+    return cls(dataclasses.replace(context, logit_loss=logit_loss), options)
 
 
 def _import_all() -> None:

@@ -148,6 +148,11 @@ class AdaptiveEnsembleKD(Method):
     min_teachers_reason = "it weighs their gradients against each other"
 
     def __init__(self, context: MethodContext, options: AEKDOptions) -> None:
+        if context.logit_loss.name != "kl":
+            raise MtkdrlError(
+                "method.logit_loss: 'aekd' weights by the closed-form gradients of T²·KL, so it "
+                "takes only the default 'kl'"
+            )
         k = context.num_teachers
         cap = min(options.tolerance, 1.0)
         uniform = options.tolerance * k <= 1 + SLACK  # no other point fits under the cap

@@ -3,8 +3,9 @@
 A method sees one batch as raw outputs (`DistillBatch`) and returns named per-sample loss terms
 that the loop sums, logs and back-propagates. The default `forward` is the multi-teacher loss of
 docs/methods/README.md, CE + α Σ_k w_k·ℓ(z_s, z_k; T) + β Σ_k v_k·MSE_k, so a weighting method
-only says how it weights (`teacher_weights`); a method may also choose the logit loss ℓ
-(`logit_loss`), the temperatures (`temperature`), or replace `forward` whole.
+only says how it weights (`teacher_weights`); ℓ is the recipe's `method.logit_loss`
+(`context.logit_loss`), and a method may also replace it (`logit_loss`), choose the temperatures
+(`temperature`), or replace `forward` whole.
 """
 
 from __future__ import annotations
@@ -12,16 +13,16 @@ from __future__ import annotations
 import abc
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import MtkdrlError
+from ..logit_losses import KLLoss, LogitLoss
 from ..losses import (
     feature_mse_per_sample,
-    kl_per_sample,
     stack_teacher_terms,
     weighted_distillation_terms,
 )
@@ -33,8 +34,9 @@ from ._tracking import WeightSums
 class DistillBatch:
     """One batch as a method sees it: labels and every model's outputs (nothing computed yet).
 
-    `adapted[k]` is the student's last-stage map through teacher k's feature adapter, in fp32
-    (empty when the method uses no feature loss). Student outputs carry gradients.
+    `adapted[k]` is the student's map (at the method's `feature_stage`) through teacher k's
+    feature adapter, in fp32 (empty when the method uses no feature loss). Student outputs carry
+    gradients.
     """
 
     labels: Tensor
@@ -76,7 +78,8 @@ class MethodContext:
     `weights_by_class` asks for the tracked weights' per-class means each epoch. `gather`
     concatenates a tensor over processes (for global-batch statistics) and `reduce` averages it
     (for gradients of state that must stay identical on every rank); both are None in a single
-    process.
+    process. `logit_loss` is the recipe's `method.logit_loss`, built (T²·KL unless it says else).
+    `student_width` is the width of the student's pooled embedding (0 where unknown).
     """
 
     teacher_names: list[str]
@@ -90,6 +93,8 @@ class MethodContext:
     gather: Callable[[Tensor], Tensor] | None = None
     reduce: Callable[[Tensor], Tensor] | None = None
     process_index: int = 0
+    logit_loss: LogitLoss = field(default_factory=KLLoss)
+    student_width: int = 0
 
     @property
     def num_teachers(self) -> int:
@@ -110,11 +115,16 @@ class MethodContext:
 class StudentAccess:
     """What `before_step` may use: the student as a function of its parameters, and more data.
 
-    `params` are the student's live parameters by name; `forward(params, images)` runs the student
-    functionally (`torch.func.functional_call`) on copies of its buffers, so a look-ahead step never
-    moves BN statistics; `loss(params, batch)` is the method's mean loss on `batch` (the current one
+    `params` are the live trainable parameters by name (the student's, and its feature adapters'
+    under `adapters.`); `forward(params, images)` runs the student functionally
+    (`torch.func.functional_call`) on copies of its buffers, so a look-ahead step never moves BN
+    statistics; `loss(params, batch)` is the method's mean loss on `batch` (the current one
     when None) with the student at `params`; `next_batch()` draws another training batch
-    (images, labels, indices).
+    (images, labels, indices); `outputs(params, images, labels, teacher_outputs)` is the batch a
+    method sees for those images, the student and its adapters at `params`, the teachers' outputs
+    given (e.g. stored with the images). `momentum`, `weight_decay`, `nesterov` and
+    `momentum_buffers` (by parameter name, where the optimizer holds one) describe the student's
+    optimizer, for a look-ahead that imitates its next steps (zeros for one without them).
     """
 
     params: dict[str, Tensor]
@@ -123,6 +133,11 @@ class StudentAccess:
     forward: Callable[[dict[str, Tensor], Tensor], ModelOutputs]
     loss: Callable[[dict[str, Tensor], tuple | None], Tensor]
     next_batch: Callable[[], tuple[Tensor, Tensor, Tensor | None]]
+    outputs: Callable[[dict[str, Tensor], Tensor, Tensor, list[ModelOutputs]], DistillBatch]
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    nesterov: bool = False
+    momentum_buffers: dict[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -150,6 +165,7 @@ class Method(nn.Module, abc.ABC):
     tracked_weights: ClassVar[tuple[str, ...]] = ()
     min_teachers: ClassVar[int] = 0
     min_teachers_reason: ClassVar[str] = ""  # why, for the one line a smaller pool gets
+    fixed_logit_loss: ClassVar[str] = ""  # the logit loss it always uses ("": the recipe's)
 
     def __init__(self, context: MethodContext, options: Any) -> None:
         if context.num_teachers < self.min_teachers:
@@ -169,6 +185,17 @@ class Method(nn.Module, abc.ABC):
         """Whether the run needs feature maps, adapters and the feature loss."""
         return False
 
+    @property
+    def feature_stage(self) -> int:
+        """Which entry of timm's `forward_intermediates` the feature loss reads, for student and
+        teachers alike (-1: the last stage's map)."""
+        return -1
+
+    @property
+    def adapter_kind(self) -> str:
+        """The student-to-teacher adapter (a key of `losses.ADAPTERS`): 1×1 conv, BN, ReLU."""
+        return "conv1x1"
+
     def describe(self) -> str:
         """A line for the run's log about the method's own state (empty if nothing to say)."""
         return ""
@@ -179,9 +206,17 @@ class Method(nn.Module, abc.ABC):
         teacher (B×K)."""
         return self.context.temperature
 
-    def logit_loss(self, student_logits: Tensor, teacher_logits: Tensor, temperature) -> Tensor:
-        """Per-sample logit loss (B,) against one teacher; KL with T² by default."""
-        return kl_per_sample(student_logits, teacher_logits, temperature)
+    def logit_loss(
+        self,
+        student_logits: Tensor,
+        teacher_logits: Tensor,
+        labels: Tensor,
+        temperature: float | Tensor,
+        epoch: int,
+    ) -> Tensor:
+        """Per-sample logit loss (B,) against one teacher: the recipe's `method.logit_loss`
+        (T²·KL by default); `temperature` is a number or this teacher's B×1 column."""
+        return self.context.logit_loss(student_logits, teacher_logits, labels, temperature, epoch)
 
     def teacher_terms(self, batch: DistillBatch, epoch: int) -> TeacherTerms:
         """CE, the logit loss against every teacher and the feature MSE, per sample."""
@@ -193,7 +228,7 @@ class Method(nn.Module, abc.ABC):
         columns = _per_teacher(temperature, logits.shape[0], batch.num_teachers)
         logit = stack_teacher_terms(
             [
-                self.logit_loss(logits, t.logits, column)
+                self.logit_loss(logits, t.logits, batch.labels, column, epoch)
                 for t, column in zip(batch.teachers, columns, strict=True)
             ]
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,10 +15,10 @@ from safetensors.torch import save_file
 import mtkdrl
 from mtkdrl.errors import MtkdrlError
 from mtkdrl.hub import ExportConfig, ExportOptions, export_run
-from mtkdrl.hub.card import TEMPLATE, CardContext, front_matter
+from mtkdrl.hub.card import TEMPLATE, CardContext, _lineage, front_matter
 from mtkdrl.hub.lineage import base_model, provenance
 from mtkdrl.hub.run import Score, read_run
-from mtkdrl.recipe import ModelSpec, Recipe
+from mtkdrl.recipe import MethodConfig, ModelSpec, Recipe
 
 from .helpers import CIFAR_REPO
 
@@ -115,6 +116,25 @@ def test_timm_student_card_needs_no_mtkdrl(resnet18_run, tiny_cifar, tmp_path):
     dataset = meta["model-index"][0]["results"][0]["dataset"]
     assert dataset["type"] == dataset["name"] == Path(tiny_cifar["validation"]).parent.name
     assert dataset["split"] == "validation"
+
+
+@pytest.mark.parametrize(
+    ("method", "shown"),
+    [
+        (MethodConfig(name="avg"), "1·Σ w·KL(T = 4) + 5·Σ v·MSE"),
+        (MethodConfig(name="ebkd", logit_loss="dkd"), "1·Σ w·dkd(T = 4) + "),
+        (
+            MethodConfig(name="avg", logit_loss={"name": "dkd", "beta": 2}),
+            "Σ w·dkd(T = 4, beta = 2)",
+        ),
+        (MethodConfig(name="dkd", temperature=1.0), "Σ w·dkd(T = 1) + "),
+    ],
+)
+def test_lineage_names_the_recipes_logit_loss(method, shown):
+    recipe = Recipe(method=method)
+    lineage = _lineage(SimpleNamespace(run=SimpleNamespace(recipe=recipe), dataset="CIFAR-10"))
+    assert shown in lineage
+    assert "KL(" in shown or "KL(" not in lineage  # no KL named for another logit loss
 
 
 def test_references_enter_the_results_table(cifar_run, tmp_path):

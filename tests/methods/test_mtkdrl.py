@@ -2,16 +2,11 @@
 
 import copy
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from safetensors.torch import load_file, save_file
 
 from mtkdrl.checkpoint import flatten_state, unflatten_state
@@ -584,52 +579,15 @@ def test_weights_are_teacher_weights():
     torch.testing.assert_close(terms["feature"], expected_feature, atol=1e-5, rtol=0)
 
 
-def test_two_processes_keep_identical_agents(tiny_run, tmp_path):
-    """Two CPU processes under `accelerate launch`: the agent ends identical on both ranks.
-
-    Accelerate starts several CPU processes through torch's elastic launcher when asked for
-    `--multi_gpu` with ACCELERATE_USE_CPU set (its `--cpu` flag alone needs MPI for more than one).
-    """
+def test_two_processes_keep_identical_agents(tiny_run, tmp_path, two_processes):
+    """Two CPU processes under `accelerate launch`: the agent ends identical on both ranks, and
+    each rank's checkpoint holds the agent it ended with."""
     recipe = tiny_run(tmp_path / "run", "mtkdrl", epochs=2, eval_teachers=False)
     recipe["student"] = {"name": "resnet8x4_cifar"}
     recipe["data"]["batch_size"] = 8
     recipe["method"]["options"] = {"agent_step": 2, "warmup_epochs": 1}
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    script = Path(__file__).with_name("two_process_run.py")
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-        str(script),
-        str(path),
-        str(tmp_path),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "rank 0: agent_updates=" in done.stdout and "rank 1: agent_updates=" in done.stdout
-    updates = {line.split("=")[-1] for line in done.stdout.splitlines() if "agent_updates=" in line}
-    assert len(updates) == 1 and int(updates.pop()) > 0  # the agent was trained, on both ranks
-    for kind in ("agent", "student"):
-        ranks = [load_file(str(tmp_path / f"{kind}_rank{r}.safetensors")) for r in (0, 1)]
-        assert ranks[0] and ranks[0].keys() == ranks[1].keys()
-        if kind == "agent":
-            assert any(key.startswith("agent.policy.") for key in ranks[0])
-        for key in ranks[0]:
-            assert torch.equal(ranks[0][key], ranks[1][key]), (kind, key)
-    # Each rank's checkpoint file holds its own method state, and the agents in them agree.
+    methods, _ = two_processes(recipe)
+    assert any(key.startswith("agent.policy.") for key in methods[0])
     root = tmp_path / "run" / "checkpoints"
     latest = root / (root / "latest").read_text().strip()
     assert latest.name.startswith("checkpoint_")
@@ -642,23 +600,18 @@ def test_two_processes_keep_identical_agents(tiny_run, tmp_path):
         unflatten_state(
             load_file(str(latest / f"rank{r}.safetensors")),
             json.loads((latest / f"rank{r}.json").read_text()),
-        )["method"]["module"]
+        )["method"]
         for r in (0, 1)
     ]
-    policy = [key for key in saved[0] if key.startswith("agent.policy.")]
-    assert policy and saved[0].keys() == saved[1].keys()
-    agent_rank0 = load_file(str(tmp_path / "agent_rank0.safetensors"))
+    updates = [state["extra"]["agent"]["updates"] for state in saved]
+    assert updates[0] == updates[1] > 0  # the agent was trained, on both ranks
+    policy = [key for key in saved[0]["module"] if key.startswith("agent.policy.")]
+    assert policy and saved[0]["module"].keys() == saved[1]["module"].keys()
     for key in policy:
-        assert torch.equal(saved[0][key], saved[1][key]), key
-        assert torch.equal(saved[0][key], agent_rank0[key]), key  # the state the run ended with
+        assert torch.equal(saved[0]["module"][key], saved[1]["module"][key]), key
+        assert torch.equal(saved[0]["module"][key], methods[0][key]), key  # the state it ended with
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["num_processes"] == 2
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_similarity_uses_the_embedding_where_it_is_the_pooled_map_else_the_pooled_maps():

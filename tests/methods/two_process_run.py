@@ -1,5 +1,5 @@
-"""Run under `accelerate launch --num_processes 2`: a short MTKD-RL run, then each rank saves
-its agent and student parameters so the test can compare them across ranks."""
+"""Run under `accelerate launch --num_processes 2`: a short run of a recipe, then each rank saves
+its method's and its student's tensors so that a test can compare them across ranks."""
 
 import sys
 from pathlib import Path
@@ -15,18 +15,10 @@ def main(recipe_path: str, out_dir: str) -> None:
     run = build_run(recipe, overwrite=True)
     train(run)
     rank = run.accelerator.process_index
-    agent = {
-        k: v.detach().contiguous()
-        for k, v in run.method.state_dict().items()
-        if k.startswith("agent.")
-    }
-    student = run.unwrapped_student().state_dict()
-    save_file(agent, str(Path(out_dir) / f"agent_rank{rank}.safetensors"))
-    save_file(
-        {k: v.contiguous() for k, v in student.items()},
-        str(Path(out_dir) / f"student_rank{rank}.safetensors"),
-    )
-    print(f"rank {rank}: agent_updates={run.method.agent.updates}")
+    for kind, module in (("method", run.method), ("student", run.unwrapped_student())):
+        state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+        save_file(state, str(Path(out_dir) / f"{kind}_rank{rank}.safetensors"))
+    print(f"rank {rank}: done")
 
 
 if __name__ == "__main__":
