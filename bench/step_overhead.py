@@ -220,6 +220,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--work", default=f"/tmp/mtkdrl_step_overhead_{os.getpid()}")
     parser.add_argument("--child", choices=["time", "memory"], help=argparse.SUPPRESS)
     parser.add_argument("--row", help=argparse.SUPPRESS)
@@ -239,17 +240,30 @@ def main() -> None:
         }
         for row in args.rows
     }
-    print(
+    report = render(summary, args)
+    print(report)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        command = " ".join(["python", "bench/step_overhead.py", *sys.argv[1:]])
+        args.markdown.write_text(f"`{command}`\n\n{report}\n")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        record = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": summary}
+        args.json.write_text(json.dumps(record, indent=2))
+
+
+def render(summary: dict, args: argparse.Namespace) -> str:
+    """The figures as a Markdown table with a line saying how they were measured."""
+    lines = [
         f"setup {args.setup}, batch {args.batch_size}, {args.threads} threads, fp32; time: median "
         f"of {args.steps} steps per row, rows interleaved in one process (the mean too, for a "
         "method whose steps differ, e.g. MMKD's meta step every 5); memory: peak resident set "
-        "of a process running that row alone"
-    )
-    print(
+        "of a process running that row alone",
+        "",
         "| row | step (s) | vs bare | vs avg | mean step vs avg | peak RSS (MB) | vs bare "
-        "| vs avg |"
-    )
-    print("|" + " --- |" * 8)
+        "| vs avg |",
+        "|" + " --- |" * 8,
+    ]
     bare, avg = summary.get("bare"), summary.get("avg")
     for row, s in summary.items():
         cells = [row, f"{s['median_step_s']:.4f}"]
@@ -257,16 +271,13 @@ def main() -> None:
         cells += [_ratio(s, avg, "mean_step_s")]
         cells += [f"{s['peak_rss_mb']:.0f}", _ratio(s, bare, "peak_rss_mb")]
         cells += [_ratio(s, avg, "peak_rss_mb")]
-        print("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(cells) + " |")
     replays = {
         row: s["epoch_end_replay_s"] for row, s in summary.items() if s["epoch_end_replay_s"] > 0.01
     }
     if replays:
-        print("epoch-end agent replay (s, once per epoch): " + json.dumps(replays))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        record = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": summary}
-        args.json.write_text(json.dumps(record, indent=2))
+        lines += ["", "epoch-end agent replay (s, once per epoch): " + json.dumps(replays)]
+    return "\n".join(lines)
 
 
 def _ratio(row: dict, base: dict | None, key: str) -> str:

@@ -72,7 +72,7 @@ class MethodConfig:
     """
 
     name: str = "avg"
-    temperature: float = 4.0
+    temperature: float | dict[str, Any] = 4.0
     alpha: float = 1.0
     beta: float = 5.0
     options: dict[str, Any] = field(default_factory=dict)

@@ -3,8 +3,10 @@
 outputs  = teachers(x) (live or cached), student(x), adapters(student map)
 terms    = method(outputs)          e.g. ce, kd = α Σ_k w_k·KL_k, feature = β Σ_k v_k·MSE_k
 loss     = mean over samples of Σ terms
-backward; method.before_step(student access); optimizer step; LR schedule; zero grads
-method.observe(outputs, per-sample loss)      (e.g. MTKD-RL's reward = −per-sample loss)
+backward; method.before_step(student access), then its temperature policy's; optimizer step;
+LR schedule; zero grads
+method.observe(outputs, per-sample loss)      (e.g. MTKD-RL's reward = −per-sample loss), then
+its temperature policy's (e.g. RLKD's PPO update)
 """
 
 from __future__ import annotations
@@ -98,10 +100,13 @@ def train_step(run: Run, batch: tuple, provider: BatchProvider) -> StepResult:
         loss = sample_loss.mean()
         accelerator.backward(loss)
         if accelerator.sync_gradients:
-            method.before_step(student_access(run, batch, provider))
+            access = student_access(run, batch, provider)
+            method.before_step(access)
+            method.temperature_policy.before_step(access)
         run.optimizer.step()
         if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
             run.scheduler.step_update(num_updates=run.state.global_step + 1)
         run.optimizer.zero_grad(set_to_none=True)
     method.observe(outputs, sample_loss.detach(), task.epoch)
+    method.temperature_policy.observe(sample_loss.detach(), task.epoch)
     return StepResult(loss.detach(), {name: value.detach().mean() for name, value in terms.items()})

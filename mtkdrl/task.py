@@ -35,6 +35,7 @@ from .pool import (
 )
 from .recipe import MethodConfig
 from .teacher_cache import LiveTeachers
+from .temperatures import base_temperature
 
 
 class DistillationTask(nn.Module):
@@ -195,7 +196,7 @@ def method_context(
         teacher_names=list(teachers.names),
         num_classes=num_classes,
         embedding_dims=[out.embedding.shape[1] for out in probe],
-        temperature=config.temperature,
+        temperature=base_temperature(config.temperature),
         alpha=config.alpha,
         beta=config.beta,
         teacher_heads=teacher_heads(teachers.teachers, probe),

@@ -143,7 +143,10 @@ def end_epoch(run: Run, epoch: int, seconds: float) -> dict[str, float] | None:
     Returns the last epoch's evaluation (None for the others)."""
     state, train_cfg, accelerator = run.state, run.recipe.train, run.accelerator
     fill_dropped_views(run, epoch)
-    method_figures = run.method.end_epoch(epoch)
+    method_figures = {
+        **run.method.end_epoch(epoch),
+        **run.method.temperature_policy.end_epoch(epoch),
+    }
     state.epoch, state.batch_in_epoch = epoch + 1, 0
     record = {"epoch": epoch, "step": state.global_step, "epoch_seconds": seconds}
     improved, metrics = False, None

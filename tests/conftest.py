@@ -148,12 +148,13 @@ def run_and_resumed(tmp_path, tiny_run, same_students):
     returns the uninterrupted run's summary and folder."""
     from mtkdrl import Recipe, distill
 
-    def run(method: str, options: dict | None = None) -> tuple[dict, Path]:
+    def run(method: str, options: dict | None = None, **method_keys) -> tuple[dict, Path]:
         recipes = {}
         for name in ("full", "part"):
             raw = tiny_run(tmp_path / name, method, epochs=1, checkpoint_every=2)
             raw["train"]["eval_teachers"] = False
             raw["method"]["options"] = options or {}
+            raw["method"].update(method_keys)
             recipes[name] = Recipe.from_dict(raw)
         summary = distill(recipes["full"])
         part = recipes["part"]

@@ -334,7 +334,12 @@ def _logit_loss_text(method: MethodConfig, info: MethodText) -> str:
         name, settings = str(spec), {}
     if info.fixed_logit_loss:
         name, settings = info.fixed_logit_loss, {}
-    parts = [f"T = {method.temperature:g}", *(f"{k} = {v}" for k, v in sorted(settings.items()))]
+    temperature = method.temperature
+    if isinstance(temperature, dict):  # a temperature policy: named by its `policy`
+        shown = f"T from policy {temperature.get('policy')}"
+    else:
+        shown = f"T = {temperature:g}"
+    parts = [shown, *(f"{k} = {v}" for k, v in sorted(settings.items()))]
     return f"{'KL' if name == 'kl' else name}({', '.join(parts)})"
 
 

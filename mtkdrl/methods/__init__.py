@@ -9,10 +9,12 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+from collections.abc import Mapping
 
 from ..errors import MtkdrlError
 from ..logit_losses import build_logit_loss
 from ..recipe import MethodConfig, build_dataclass
+from ..temperatures import TemperatureContext, build_temperature_policy
 from .base import (
     DistillBatch,
     Method,
@@ -48,7 +50,13 @@ def create_method(config: MethodConfig, context: MethodContext) -> Method:
     cls = method_class(config.name)
     options = build_dataclass(cls.Options, config.options, "method.options")
     logit_loss = build_logit_loss(config.logit_loss)
-    return cls(dataclasses.replace(context, logit_loss=logit_loss), options)
+    # a number in the recipe is already the context's fixed T (`method_context` put it there)
+    spec = config.temperature if isinstance(config.temperature, Mapping) else context.temperature
+    policy = build_temperature_policy(
+        spec, TemperatureContext(context.reduce, context.process_index)
+    )
+    built = dataclasses.replace(context, logit_loss=logit_loss, temperature_policy=policy)
+    return cls(built, options)
 
 
 def _import_all() -> None:

@@ -146,6 +146,7 @@ class AdaptiveEnsembleKD(Method):
     tracked_weights = ("logit",)
     min_teachers = 2
     min_teachers_reason = "it weighs their gradients against each other"
+    needs_fixed_temperature = "its weights are the closed-form KL gradients at that T"
 
     def __init__(self, context: MethodContext, options: AEKDOptions) -> None:
         if context.logit_loss.name != "kl":

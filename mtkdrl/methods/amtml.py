@@ -94,6 +94,7 @@ class AMTML(Method):
     tracked_weights = ("logit",)
     min_teachers = 2
     min_teachers_reason = "it learns a mix of teachers"
+    needs_fixed_temperature = "its integrated soft target is built at that T"
     fixed_logit_loss = "kl"
 
     def __init__(self, context: MethodContext, options: AMTMLOptions) -> None:

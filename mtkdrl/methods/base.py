@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -27,6 +28,8 @@ from ..losses import (
     weighted_distillation_terms,
 )
 from ..pool import ModelOutputs
+from ..temperatures import TemperatureContext, TemperaturePolicy
+from ..temperatures.fixed import FixedOptions, FixedTemperature
 from ._tracking import WeightSums
 
 
@@ -80,6 +83,8 @@ class MethodContext:
     (for gradients of state that must stay identical on every rank); both are None in a single
     process. `logit_loss` is the recipe's `method.logit_loss`, built (T²·KL unless it says else).
     `student_width` is the width of the student's pooled embedding (0 where unknown).
+    `temperature_policy` is the recipe's `method.temperature` built (a fixed T when None), and
+    `temperature` the number it starts from.
     """
 
     teacher_names: list[str]
@@ -95,6 +100,7 @@ class MethodContext:
     process_index: int = 0
     logit_loss: LogitLoss = field(default_factory=KLLoss)
     student_width: int = 0
+    temperature_policy: TemperaturePolicy | None = None
 
     @property
     def num_teachers(self) -> int:
@@ -166,6 +172,7 @@ class Method(nn.Module, abc.ABC):
     min_teachers: ClassVar[int] = 0
     min_teachers_reason: ClassVar[str] = ""  # why, for the one line a smaller pool gets
     fixed_logit_loss: ClassVar[str] = ""  # the logit loss it always uses ("": the recipe's)
+    needs_fixed_temperature: ClassVar[str] = ""  # why, where a temperature policy cannot apply
 
     def __init__(self, context: MethodContext, options: Any) -> None:
         if context.num_teachers < self.min_teachers:
@@ -177,6 +184,16 @@ class Method(nn.Module, abc.ABC):
         super().__init__()
         self.context = context
         self.options = options
+        policy = context.temperature_policy
+        self.temperature_policy = policy or FixedTemperature(
+            FixedOptions(context.temperature), TemperatureContext()
+        )
+        if self.needs_fixed_temperature and self.temperature_policy.fixed_value is None:
+            raise MtkdrlError(
+                f"method.temperature: method {self.name!r} needs one fixed T "
+                f"({self.needs_fixed_temperature}); give a number, not policy "
+                f"{self.temperature_policy.name!r}"
+            )
         self.last_weights: TeacherWeights | None = None
         self.weight_sums = self.fresh_weight_sums()
 
@@ -204,7 +221,20 @@ class Method(nn.Module, abc.ABC):
     def temperature(self, batch: DistillBatch, epoch: int) -> float | Tensor:
         """T for the logit loss: a number, a per-sample tensor (B or B×1), or one per sample and
         teacher (B×K)."""
-        return self.context.temperature
+        policy = self.temperature_policy
+        ensemble = self.ensemble_probabilities(batch, epoch) if policy.needs_ensemble else None
+        return policy.choose(batch.student.logits, ensemble, batch.labels, epoch)
+
+    def ensemble_probabilities(self, batch: DistillBatch, epoch: int) -> Tensor:
+        """The teachers' softmax at T = 1 mixed by this method's logit weights (B×C), for a
+        temperature policy's state: the weights come from a trial pass at the fixed T that leaves
+        the method's running state as it was."""
+        with torch.no_grad(), self.look_ahead():
+            terms = self.terms_at(batch, epoch, self.context.temperature)
+            weights = self.teacher_weights(batch, terms, epoch).logit.detach().float()
+        probs = torch.stack([t.logits.float().softmax(dim=1) for t in batch.teachers], dim=1)
+        mixed = (weights.unsqueeze(2) * probs).sum(dim=1)
+        return mixed / weights.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
     def logit_loss(
         self,
@@ -224,7 +254,14 @@ class Method(nn.Module, abc.ABC):
         ce = F.cross_entropy(logits, batch.labels, reduction="none")
         if not batch.teachers:
             return TeacherTerms(ce, logits.new_zeros(logits.shape[0], 0), None)
-        temperature = self.temperature(batch, epoch)
+        return self.terms_at(batch, epoch, self.temperature(batch, epoch))
+
+    def terms_at(
+        self, batch: DistillBatch, epoch: int, temperature: float | Tensor
+    ) -> TeacherTerms:
+        """`teacher_terms` at a given temperature."""
+        logits = batch.student.logits.float()
+        ce = F.cross_entropy(logits, batch.labels, reduction="none")
         columns = _per_teacher(temperature, logits.shape[0], batch.num_teachers)
         logit = stack_teacher_terms(
             [
@@ -309,10 +346,14 @@ class Method(nn.Module, abc.ABC):
     # ---------------------------------------------------------------- checkpoint
     def extra_state(self) -> dict[str, Any]:
         """Running state beyond parameters and buffers: tensors, numbers, strings, lists, dicts."""
-        return {"weight_sums": self.weight_sums.state()}
+        return {
+            "weight_sums": self.weight_sums.state(),
+            "temperature": self.temperature_policy.extra_state(),
+        }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.weight_sums = self.weight_sums.with_state(state["weight_sums"])
+        self.temperature_policy.load_extra_state(state["temperature"])
 
 
 def _per_teacher(temperature: float | Tensor, batch_size: int, num_teachers: int) -> list:

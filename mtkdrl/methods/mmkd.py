@@ -215,6 +215,9 @@ class MMKD(Method):
     tracked_weights = ("logit", "feature")
     min_teachers = 2
     min_teachers_reason = "it learns a mix of teachers"
+    needs_fixed_temperature = (
+        "its look-ahead recomputes the loss, which must not draw new temperatures"
+    )
 
     def __init__(self, context: MethodContext, options: MMKDOptions) -> None:
         super().__init__(context, options)

@@ -1,0 +1,143 @@
+"""Temperature policies through the method interface: per-sample T in `kd`, `dkd` and a
+multi-teacher method, recipe syntax and errors, CTKD's reversal, and real runs that resume."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mtkdrl.errors import MtkdrlError
+from mtkdrl.methods import DistillBatch, MethodContext, create_method
+from mtkdrl.outputs import read_epochs
+from mtkdrl.pool import ModelOutputs
+from mtkdrl.recipe import MethodConfig
+from mtkdrl.temperatures import TemperatureContext, base_temperature, build_temperature_policy
+from mtkdrl.temperatures.base import TemperaturePolicy
+from mtkdrl.temperatures.curriculum import reversal_scale
+
+B, C = 5, 6
+
+
+class GivenTemperatures(TemperaturePolicy):
+    """A test policy returning fixed per-sample temperatures, and what it was shown."""
+
+    name, description, needs_ensemble = "given", "test", True
+
+    def __init__(self, temperatures):
+        super().__init__(None, TemperatureContext())
+        self.temperatures, self.seen = temperatures, None
+
+    def choose(self, student_logits, ensemble, labels, epoch):
+        self.seen = ensemble
+        return self.temperatures
+
+
+def build(name: str, k: int, **config):
+    """The method as a run builds it: the context's T from the recipe's (`method_context`)."""
+    t = base_temperature(config.get("temperature", 4.0))
+    ctx = MethodContext([f"t{i}" for i in range(k)], C, [4] * k, t, 1.0, 1.0, [None] * k)
+    return create_method(MethodConfig(name=name, **config), ctx)
+
+
+def batch(k: int) -> DistillBatch:
+    g = torch.Generator().manual_seed(k)
+    labels = torch.randint(0, C, (B,), generator=g)
+    teachers = [
+        ModelOutputs(torch.randn(B, C, generator=g) * 2, torch.randn(B, 4)) for _ in range(k)
+    ]
+    return DistillBatch(
+        labels, ModelOutputs(torch.randn(B, C, generator=g), torch.randn(B, 4)), teachers, []
+    )
+
+
+def kl_at(z_s, z_t, t):
+    p_t = F.softmax(z_t / t, 0)
+    return t**2 * (p_t * (p_t.log() - F.log_softmax(z_s / t, 0))).sum()
+
+
+TEMPS = torch.tensor([0.5, 1.0, 2.0, 4.0, 9.0])
+
+
+@pytest.mark.parametrize(("name", "k"), [("kd", 1), ("avg", 3)])
+def test_per_sample_temperatures_scale_each_samples_kl(name, k):
+    method, data = build(name, k, options={"features": False} if name == "avg" else {}), batch(k)
+    method.temperature_policy = GivenTemperatures(TEMPS)
+    kd = method(data, 0)["kd"]
+    expected = torch.stack([
+        sum(kl_at(data.student.logits[i], t.logits[i], TEMPS[i]) for t in data.teachers) / k
+        for i in range(B)
+    ])  # fmt: skip
+    torch.testing.assert_close(kd, expected, atol=1e-6, rtol=1e-6)
+
+
+def test_per_sample_temperatures_in_dkd_match_dkd_at_each_t():
+    method, data = build("dkd", 2, options={"warmup_epochs": 0}), batch(2)
+    method.temperature_policy = GivenTemperatures(TEMPS)
+    kd = method(data, 0)["kd"]
+
+    def one(i: int, teacher: ModelOutputs) -> torch.Tensor:  # sample i alone, at its own T
+        rows = slice(i, i + 1)
+        z_s, z_t, y = data.student.logits[rows], teacher.logits[rows], data.labels[rows]
+        return method.dkd(z_s, z_t, y, float(TEMPS[i]), 0)[0]
+
+    expected = torch.stack([sum(one(i, t) for t in data.teachers) / 2 for i in range(B)])
+    torch.testing.assert_close(kd, expected, atol=1e-6, rtol=1e-6)
+
+
+def test_the_policy_sees_the_teachers_mixed_by_the_methods_weights():
+    method, data = build("ebkd", 2), batch(2)
+    method.temperature_policy = policy = GivenTemperatures(torch.full((B,), 3.0))
+    method(data, 0)
+    weights = method.last_weights.logit  # EBKD's weights do not depend on T
+    probs = torch.stack([t.logits.softmax(1) for t in data.teachers], 1)
+    expected = (weights.unsqueeze(2) * probs).sum(1) / weights.sum(1, keepdim=True)
+    torch.testing.assert_close(policy.seen, expected, atol=1e-6, rtol=0)
+
+
+def test_recipe_syntax_and_errors():
+    assert build("avg", 2).temperature_policy.fixed_value == 4.0
+    assert build("avg", 2, temperature=2).temperature_policy.fixed_value == 2.0
+    assert build("avg", 2, temperature={"policy": "rl"}).temperature_policy.name == "rl"
+    with pytest.raises(MtkdrlError, match=r"^method\.temperature\.policy: unknown policy 'hot'"):
+        build("avg", 2, temperature={"policy": "hot"})
+    with pytest.raises(MtkdrlError, match=r"^method\.temperature: expected a positive T"):
+        build("avg", 2, temperature=-1)
+    with pytest.raises(MtkdrlError, match=r"^method\.temperature: method 'aekd' needs one fixed T"):
+        build("aekd", 2, temperature={"policy": "curriculum"})
+
+
+def test_curriculum_starts_at_its_initial_t_and_reverses_the_gradient():
+    policy = build_temperature_policy({"policy": "curriculum"}, TemperatureContext())
+    options = policy.options
+    assert reversal_scale(0, options) == 0.0 and reversal_scale(10, options) == -1.0
+    assert reversal_scale(5, options) == pytest.approx(-0.5)
+    for epoch in (5, 12):
+        policy.tau.grad = None
+        t = policy.choose(torch.zeros(2, 3), None, torch.zeros(2, dtype=torch.long), epoch)
+        assert float(t.detach()) == pytest.approx(4.0)
+        t.backward()
+        s = torch.sigmoid(policy.tau.detach())
+        plain = float(options.t_range * s * (1 - s))  # dT/dτ without the reversal
+        assert float(policy.tau.grad) == pytest.approx(reversal_scale(epoch, options) * plain)
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "temperature"),
+    [
+        ("avg", {}, {"policy": "rl", "warmup_epochs": 0, "rl_every": 1, "credit": "shared"}),
+        ("dkd", {"warmup_epochs": 0}, {"policy": "curriculum", "ramp_epochs": 1}),
+    ],
+)
+def test_real_run_resumes_to_the_same_weights_and_logs_temperatures(
+    run_and_resumed, method, options, temperature
+):
+    """A short run on the shared data; stopped after 4 of 6 steps and resumed, it ends with the
+    same student and the same policy (its networks, optimizers, sampling generator)."""
+    summary, folder = run_and_resumed(method, options, temperature=temperature)
+    epoch = read_epochs(folder)[-1]
+    assert summary["global_steps"] == 6
+    assert 0 < epoch["temperature_mean"] < 21 and math.isfinite(epoch["temperature_std"])
+    if temperature["policy"] == "rl":
+        # the first batch has no previous accuracy to be rewarded against
+        assert epoch["temperature_updates"] == 5 and sum(epoch["temperature_histogram"]) == 6 * 16
