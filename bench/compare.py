@@ -12,8 +12,8 @@ too long for one sitting is completed by running it again.
 Outputs (`--out`): `results.json` (every run's figures), `compare.md` (per pool: top-1 mean ±
 std over seeds, each seed's figure, the paired difference to `avg` at the same seed, time per
 epoch and peak memory as ratios to `avg`) and `compare.png` (top-1 against time per epoch). The
-README's results section, between its `compare:start`/`compare:end` markers, is rewritten from
-`compare.md`.
+README's results section, between its `compare:start`/`compare:end` markers, is rewritten with a
+summary: one row per method, its mean paired difference to `avg` on every pool.
 
     python bench/compare.py --resume
 """
@@ -243,6 +243,35 @@ def pool_table(pool: str, results: list[dict], seeds: list[int]) -> str:
     return "\n".join(lines)
 
 
+def summary_table(results: list[dict], pools: list[str], seeds: list[int]) -> str:
+    """One row per method: its mean paired Δ to `avg` on every pool (with the number of seeds
+    where it is not all of them) and its peak memory against `avg`'s on the first pool; what the
+    README shows, the per-seed tables being in `compare.md`."""
+    lines = [
+        "| method | " + " | ".join(f"`{p}`: Δ to avg" for p in pools) + " | peak memory vs avg |",
+        "|" + " --- |" * (len(pools) + 2),
+    ]
+    for method in METHODS:
+        cells, memory = [], "-"
+        for index, pool in enumerate(pools):
+            runs = {r["seed"]: r for r in results if r["pool"] == pool and r["method"] == method}
+            base = {r["seed"]: r for r in results if r["pool"] == pool and r["method"] == "avg"}
+            paired = [runs[s]["top1"] - base[s]["top1"] for s in seeds if s in runs and s in base]
+            if method == "avg" and runs:
+                top1 = [runs[s]["top1"] for s in seeds if s in runs]
+                cells.append(f"top-1 {_mean_std(top1)}")
+            elif paired:
+                shown = _mean_std(paired)
+                cells.append(shown if len(paired) == len(seeds) else f"{shown} ({len(paired)})")
+            else:
+                cells.append("not run")
+            if index == 0 and runs:
+                memory = _ratio(runs, base, "peak_memory_mb")
+        if any(cell != "not run" for cell in cells):
+            lines.append(f"| {method} | " + " | ".join(cells) + f" | {memory} |")
+    return "\n".join(lines)
+
+
 def _ratio(runs: dict, base: dict, key: str) -> str:
     if not base:
         return "-"
@@ -292,11 +321,18 @@ def write_outputs(results: list[dict], args: argparse.Namespace, pools: list[str
     markdown = "\n\n".join([header, *(pool_table(p, results, args.seeds) for p in pools)]) + "\n"
     (out / "compare.md").write_text(markdown)
     plot(results, out / "compare.png")
-    return markdown
+    summary = (
+        f"{header}. Mean paired Δ in top-1 to `avg` over the seeds, in points (a number in "
+        "brackets: seeds finished so far, where fewer than all); per-seed figures and time ratios "
+        "in [bench/results/compare/compare.md](bench/results/compare/compare.md).\n\n"
+        + summary_table(results, pools, args.seeds)
+        + "\n"
+    )
+    return summary
 
 
 def update_readme(markdown: str) -> None:
-    """Rewrite the README's results section (between the markers) from the harness's tables."""
+    """Rewrite the README's results section (between the markers) from the harness's summary."""
     text = README.read_text()
     start, end = text.find(MARKERS[0]), text.find(MARKERS[1])
     if start < 0 or end < start:
@@ -346,10 +382,10 @@ def main() -> None:
     ):
         parser.error(f"--work {args.work} holds earlier runs: pass --resume to continue them")
     results = run_all(pools, args)
-    markdown = write_outputs(results, args, list(pools))
+    summary = write_outputs(results, args, list(pools))
     if not args.no_readme:
-        update_readme(markdown)
-    print(markdown)
+        update_readme(summary)
+    print(summary)
 
 
 if __name__ == "__main__":
