@@ -50,7 +50,8 @@ def test_sampled_temperatures_follow_that_density():
     )
     grid = torch.linspace(0.05, 9.95, 400)
     pre = torch.log(grid / 10) - torch.log1p(-grid / 10)
-    density = policy.actor.log_prob(states[:400], pre).exp()
+    with torch.no_grad():
+        density = policy.actor.log_prob(states[:400], pre).exp()
     low, high = 3.0, 6.0
     inside = (grid >= low) & (grid < high)
     integral = float((density[inside] * (grid[1] - grid[0])).sum())
