@@ -57,6 +57,10 @@ POOLS: dict[str, list[dict]] = {
 }
 
 
+def teachers_override(teachers: list[dict]) -> str:
+    return "teachers=" + yaml.safe_dump(teachers, default_flow_style=True, width=10**9).strip()
+
+
 def mtkdrl_row(update: str, gap: bool, reward: str) -> list[str]:
     """An MTKD-RL row that spells out every option in which `mtkdrl` departs from
     `mtkdrl-official` (all with the uniform warm-up), so its runs mean the same whatever the
@@ -65,6 +69,13 @@ def mtkdrl_row(update: str, gap: bool, reward: str) -> list[str]:
     options = f"agent_update: {update}, warmup_weight: uniform, logit_mix: {mix}, reward: {reward}"
     return ["method.name=mtkdrl", f"method.options={{{options}}}"]
 
+
+# RLKD's and CTKD's schedules, official in epochs of 240, divided by 8 for the 30 here (as DKD's
+# warm-up): warm-up, learning every 3rd epoch, the entropy remix every 3 after the warm-up
+RL_TEMPERATURE = "method.temperature={policy: rl, warmup_epochs: 3, rl_every: 3, remix_every: 3}"
+CURRICULUM = "method.temperature={policy: curriculum, ramp_epochs: 2}"
+# `kd` distils from one teacher: the pool's strongest, resnet56
+KD = ["method.name=kd", "method.options={}", teachers_override([shared_teacher(56)])]
 
 METHODS: dict[str, list[str]] = {
     "none": ["method.name=none", "method.options={}"],
@@ -81,6 +92,10 @@ METHODS: dict[str, list[str]] = {
     "fitnet_mkd (beta 100)": ["method.name=fitnet_mkd", "method.options={}", "method.beta=100"],
     "amtml": ["method.name=amtml", "method.options={}"],
     "mmkd (beta 100)": ["method.name=mmkd", "method.options={}", "method.beta=100"],
+    "kd (resnet56)": KD,
+    "kd (resnet56) + rl-temperature": [*KD, RL_TEMPERATURE],
+    "kd (resnet56) + curriculum": [*KD, CURRICULUM],
+    "avg + rl-temperature": ["method.name=avg", "method.options={}", RL_TEMPERATURE],
     "mtkdrl-official": ["method.name=mtkdrl-official", "method.options={}"],
     "mtkdrl (uniform warm-up)": mtkdrl_row("official", gap=True, reward="loss"),
     "mtkdrl (reinforce, uniform warm-up)": mtkdrl_row("reinforce", gap=True, reward="loss"),
@@ -91,6 +106,11 @@ METHODS: dict[str, list[str]] = {
     "mtkdrl (reinforce, uniform warm-up, no gap term, centred reward)": mtkdrl_row(
         "reinforce", gap=False, reward="centred"
     ),
+    # our defaults spelled out (the row above without rl is "uniform warm-up, no gap term")
+    "mtkdrl (uniform warm-up, no gap term) + rl-temperature": [
+        *mtkdrl_row("official", gap=False, reward="loss"),
+        RL_TEMPERATURE,
+    ],
 }
 
 
@@ -143,10 +163,6 @@ def resolve_pool(teachers: list[dict], args: argparse.Namespace) -> list[dict]:
             spec = {**spec, "checkpoint": str(out / "student_last.safetensors")}
         resolved.append(spec)
     return resolved
-
-
-def teachers_override(teachers: list[dict]) -> str:
-    return "teachers=" + yaml.safe_dump(teachers, default_flow_style=True, width=10**9).strip()
 
 
 def fill_cache(pool: str, teachers: list[dict], seed: int, args: argparse.Namespace) -> None:

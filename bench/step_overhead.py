@@ -74,6 +74,19 @@ ROWS: dict[str, tuple[str, dict | Callable[[int], dict]]] = {
     "amtml": ("amtml", {}),
     # its feature-weight network is sized by the batch; a meta step every 5 steps
     "mmkd": ("mmkd", lambda batch: {"batch_size": batch, "buffer_size": 4 * batch}),
+    "kd + rl (acting)": ("kd", {}),
+    "kd + rl (learning)": ("kd", {}),
+    "kd + curriculum": ("kd", {}),
+    "avg + rl (learning)": ("avg", {}),
+}
+# rows with a temperature policy: its spec, and the row without it that the policy is timed against.
+# RLKD acts on every batch after its warm-up but learns only in one epoch of `rl_every` (20): the
+# two rows bound its cost (the remix, every 20 epochs, reads 10 % of an epoch's samples once more)
+TEMPERATURES: dict[str, tuple[dict, str]] = {
+    "kd + rl (acting)": ({"policy": "rl", "warmup_epochs": 0, "rl_every": 2}, "kd"),
+    "kd + rl (learning)": ({"policy": "rl", "warmup_epochs": 0, "rl_every": 1}, "kd"),
+    "kd + curriculum": ({"policy": "curriculum"}, "kd"),
+    "avg + rl (learning)": ({"policy": "rl", "warmup_epochs": 0, "rl_every": 1}, "avg"),
 }
 
 
@@ -87,7 +100,11 @@ def recipe_dict(setup: str, row: str, batch_size: int, out: Path) -> dict:
         "student": spec["student"],
         "teachers": teachers,
         "data": {"num_classes": spec["num_classes"], "batch_size": batch_size},
-        "method": {"name": method, "options": options},
+        "method": {
+            "name": method,
+            "options": options,
+            **({"temperature": TEMPERATURES[row][0]} if row in TEMPERATURES else {}),
+        },
         "optim": {"lr": 0.05, "schedule": "constant"},
         "train": {"mixed_precision": "no"},
     }
@@ -260,15 +277,17 @@ def render(summary: dict, args: argparse.Namespace) -> str:
         "method whose steps differ, e.g. MMKD's meta step every 5); memory: peak resident set "
         "of a process running that row alone",
         "",
-        "| row | step (s) | vs bare | vs avg | mean step vs avg | peak RSS (MB) | vs bare "
-        "| vs avg |",
-        "|" + " --- |" * 8,
+        "| row | step (s) | vs bare | vs avg | mean step vs avg | vs the row without its "
+        "temperature policy | peak RSS (MB) | vs bare | vs avg |",
+        "|" + " --- |" * 9,
     ]
     bare, avg = summary.get("bare"), summary.get("avg")
     for row, s in summary.items():
         cells = [row, f"{s['median_step_s']:.4f}"]
         cells += [_ratio(s, bare, "median_step_s"), _ratio(s, avg, "median_step_s")]
         cells += [_ratio(s, avg, "mean_step_s")]
+        base = summary.get(TEMPERATURES[row][1]) if row in TEMPERATURES else None
+        cells += [_ratio(s, base, "median_step_s")]
         cells += [f"{s['peak_rss_mb']:.0f}", _ratio(s, bare, "peak_rss_mb")]
         cells += [_ratio(s, avg, "peak_rss_mb")]
         lines.append("| " + " | ".join(cells) + " |")

@@ -1,4 +1,5 @@
-"""`mtkdrl plot RUN_DIR`: a PNG of the teacher weights a method learned and accuracy by epoch."""
+"""`mtkdrl plot RUN_DIR`: a PNG of what a run learned by epoch: teacher weights, temperatures
+(mean, spread, per-instance histogram) and accuracy."""
 
 from __future__ import annotations
 
@@ -21,8 +22,67 @@ def teacher_names(run_dir: Path) -> list[str]:
     return [t.get("name", f"teacher {i}") for i, t in enumerate(recipe.get("teachers") or [])]
 
 
+def draw_weights(axis, epochs: list[dict], kind: str, label: str, names: list[str]) -> None:
+    """Each teacher's weight of one kind, mean ± std over samples, per epoch."""
+    x = [r["epoch"] for r in epochs]
+    index = 0
+    while f"w_{kind}_mean/{index}" in epochs[-1]:
+        mean = [r.get(f"w_{kind}_mean/{index}", float("nan")) for r in epochs]
+        std = [r.get(f"w_{kind}_std/{index}", 0.0) for r in epochs]
+        name = names[index] if index < len(names) else f"teacher {index}"
+        axis.plot(x, mean, marker="o", label=name)
+        low = [m - s for m, s in zip(mean, std, strict=True)]
+        axis.fill_between(x, low, [m + s for m, s in zip(mean, std, strict=True)], alpha=0.15)
+        index += 1
+    axis.set(title=f"{label} per teacher (mean ± std)", xlabel="epoch", ylabel="weight")
+    axis.legend(fontsize=8)
+
+
+def draw_temperature(axis, epochs: list[dict]) -> None:
+    """The temperature policy's T per epoch: mean ± std over the epoch's samples."""
+    logged = [r for r in epochs if "temperature_mean" in r]
+    x = [r["epoch"] for r in logged]
+    mean = [r["temperature_mean"] for r in logged]
+    std = [r.get("temperature_std", 0.0) for r in logged]
+    axis.plot(x, mean, marker="o", color="tab:red")
+    low = [m - s for m, s in zip(mean, std, strict=True)]
+    axis.fill_between(x, low, [m + s for m, s in zip(mean, std, strict=True)], alpha=0.2)
+    axis.set(title="temperature (mean ± std over samples)", xlabel="epoch", ylabel="T")
+
+
+def draw_histogram(axis, epochs: list[dict], t_max: float) -> None:
+    """Per-instance temperatures: one column per epoch, the share of samples in each T bin."""
+    logged = [r for r in epochs if r.get("temperature_histogram")]
+    counts = [[c / max(sum(r["temperature_histogram"]), 1) for c in r["temperature_histogram"]]
+              for r in logged]  # fmt: skip
+    columns = list(map(list, zip(*counts, strict=True)))  # bins × epochs
+    first, last = logged[0]["epoch"], logged[-1]["epoch"]
+    image = axis.imshow(
+        columns, origin="lower", aspect="auto", cmap="viridis",
+        extent=(first - 0.5, last + 0.5, 0, t_max),
+    )  # fmt: skip
+    axis.figure.colorbar(image, ax=axis, label="share of samples")
+    axis.set(title="per-instance temperature", xlabel="epoch", ylabel="T")
+
+
+def draw_accuracy(axis, epochs: list[dict]) -> None:
+    evaluated = [r for r in epochs if "val_top1" in r]
+    x, y = [r["epoch"] for r in evaluated], [r["val_top1"] for r in evaluated]
+    axis.plot(x, y, marker="o", color="k")
+    axis.set(title="student val top-1", xlabel="epoch", ylabel="top-1 (%)")
+
+
+def temperature_range(run_dir: Path) -> float:
+    """The upper end of the histogram's T axis: the recipe's `t_max` for `rl` (10 by default)."""
+    path = run_dir / "recipe.yaml"
+    recipe = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    spec = (recipe.get("method") or {}).get("temperature")
+    return float(spec.get("t_max", 10.0)) if isinstance(spec, dict) else 10.0
+
+
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Draw teacher weights (mean ± std over samples) and val top-1 per epoch; returns the PNG."""
+    """Draw, for what the run logged: teacher weights (mean ± std over samples), the temperature
+    and its per-instance histogram, and val top-1, per epoch; returns the PNG."""
     try:
         import matplotlib
 
@@ -33,33 +93,20 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     run_dir = Path(run_dir)
     epochs = read_epochs(run_dir)
     names = teacher_names(run_dir)
-    kinds = [(k, label) for k, label in WEIGHT_KINDS if f"w_{k}_mean/0" in epochs[-1]]
-    figure, axes = plt.subplots(
-        1, len(kinds) + 1, figsize=(5 * (len(kinds) + 1), 3.6), squeeze=False
-    )
-    x = [r["epoch"] for r in epochs]
-    for axis, (kind, label) in zip(axes[0], kinds, strict=False):
-        index = 0
-        while f"w_{kind}_mean/{index}" in epochs[-1]:
-            mean = [r.get(f"w_{kind}_mean/{index}", float("nan")) for r in epochs]
-            std = [r.get(f"w_{kind}_std/{index}", 0.0) for r in epochs]
-            name = names[index] if index < len(names) else f"teacher {index}"
-            axis.plot(x, mean, marker="o", label=name)
-            axis.fill_between(
-                x,
-                [m - s for m, s in zip(mean, std, strict=True)],
-                [m + s for m, s in zip(mean, std, strict=True)],
-                alpha=0.15,
-            )
-            index += 1
-        axis.set(title=f"{label} per teacher (mean ± std)", xlabel="epoch", ylabel="weight")
-        axis.legend(fontsize=8)
-    accuracy = axes[0][-1]
-    evaluated = [r for r in epochs if "val_top1" in r]
-    accuracy.plot(
-        [r["epoch"] for r in evaluated], [r["val_top1"] for r in evaluated], marker="o", color="k"
-    )
-    accuracy.set(title="student val top-1", xlabel="epoch", ylabel="top-1 (%)")
+    panels = [
+        (lambda axis, k=kind, t=label: draw_weights(axis, epochs, k, t, names))
+        for kind, label in WEIGHT_KINDS
+        if f"w_{kind}_mean/0" in epochs[-1]
+    ]
+    if any("temperature_mean" in r for r in epochs):
+        panels.append(lambda axis: draw_temperature(axis, epochs))
+    if any(r.get("temperature_histogram") for r in epochs):
+        t_max = temperature_range(run_dir)
+        panels.append(lambda axis: draw_histogram(axis, epochs, t_max))
+    panels.append(lambda axis: draw_accuracy(axis, epochs))
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for axis, draw in zip(axes[0], panels, strict=True):
+        draw(axis)
     figure.suptitle(run_dir.name)
     figure.tight_layout()
     target = Path(out) if out else run_dir / "teacher_weights.png"

@@ -164,6 +164,8 @@ def build_run(
         accelerator,
         recipe.train.log_weights_by_class,
         student.model,
+        num_samples=0 if data is None else data.train_size,
+        random_access=data is None or data.sampler is not None,
     )
     method = create_method(recipe.method, context)
     method = method.to(device)

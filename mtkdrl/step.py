@@ -1,5 +1,6 @@
 """One training step as a function of the run's parts and a batch.
 
+x        = the temperature policy's prepare_batch(x)  (e.g. RLKD's entropy remix)
 outputs  = teachers(x) (live or cached), student(x), adapters(student map)
 terms    = method(outputs)          e.g. ce, kd = α Σ_k w_k·KL_k, feature = β Σ_k v_k·MSE_k
 loss     = mean over samples of Σ terms
@@ -92,10 +93,15 @@ def train_step(run: Run, batch: tuple, provider: BatchProvider) -> StepResult:
     """Forward, loss, backward and (at accumulation boundaries) the optimizer step."""
     task, accelerator, method = run.task, run.accelerator, run.method
     images, labels, indices = batch
+    live_rows = None
+    if indices is not None:  # a training batch: the temperature policy may remix it
+        images, live_rows = method.temperature_policy.prepare_batch(
+            images, indices, task.epoch, lambda i: run.data.train_set[i][0]
+        )
     models = [task.student] + ([task.adapters] if task.adapters is not None else [])
     with accelerator.accumulate(*models):
         with accelerator.autocast():
-            outputs = task.outputs(images, labels, indices)
+            outputs = task.outputs(images, labels, indices, live_rows=live_rows)
         sample_loss, terms = task.losses(outputs)
         loss = sample_loss.mean()
         accelerator.backward(loss)

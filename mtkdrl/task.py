@@ -115,19 +115,23 @@ class DistillationTask(nn.Module):
         indices: Tensor | None = None,
         params: dict[str, Tensor] | None = None,
         teacher_outputs: list[ModelOutputs] | None = None,
+        live_rows: Tensor | None = None,
     ) -> DistillBatch:
         """Teachers first (before the student's saved activations hold memory), then the student
         and its adapted feature maps; with `params`, the student runs at those parameters on
         copies of its buffers (`torch.func.functional_call`); `teacher_outputs`, when given, stand
-        in for the teachers."""
+        in for the teachers; `live_rows` marks rows whose images differ from the stored sample's
+        (their teachers run live)."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         teacher_outs = teacher_outputs or []
         if self.method.uses_teachers and teacher_outputs is None:
-            teacher_outs = self.teachers(images, indices, self.epoch, self.feature_stage)
+            teacher_outs = self.teachers(
+                images, indices, self.epoch, self.feature_stage, live_rows=live_rows
+            )
         student_out = self.run_student(images, params)
         adapted = self.run_adapters(student_out.features, params)
-        return DistillBatch(labels, student_out, teacher_outs, adapted)
+        return DistillBatch(labels, student_out, teacher_outs, adapted, indices)
 
     def run_student(self, images: Tensor, params: dict[str, Tensor] | None = None) -> ModelOutputs:
         """The student's outputs, at its own parameters or (functionally) at `params`."""
@@ -189,6 +193,8 @@ def method_context(
     accelerator: Accelerator | None = None,
     weights_by_class: bool = False,
     student: nn.Module | None = None,
+    num_samples: int = 0,
+    random_access: bool = True,
 ) -> MethodContext:
     """What a method is told when it is built; with several processes, how to gather and reduce."""
     multi = accelerator is not None and accelerator.num_processes > 1
@@ -205,6 +211,8 @@ def method_context(
         reduce=(lambda t: accelerator.reduce(t, reduction="mean")) if multi else None,
         process_index=0 if accelerator is None else accelerator.process_index,
         student_width=0 if student is None else embedding_width(student),
+        num_samples=num_samples,
+        random_access=random_access,
     )
 
 

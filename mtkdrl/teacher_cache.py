@@ -242,8 +242,14 @@ class LiveTeachers:
         self.teachers = teachers
 
     def __call__(
-        self, images: Tensor, indices: Tensor | None, epoch: int, feature_stage: int | None
+        self,
+        images: Tensor,
+        indices: Tensor | None,
+        epoch: int,
+        feature_stage: int | None,
+        live_rows: Tensor | None = None,
     ) -> list[ModelOutputs]:
+        """The teachers on the batch (every row is live here, so `live_rows` changes nothing)."""
         return self.teachers(images, feature_stage) if len(self.teachers) else []
 
     def view_of(self, epoch: int) -> int | None:
@@ -290,8 +296,17 @@ class CachedTeachers:
         }
 
     def __call__(
-        self, images: Tensor, indices: Tensor, epoch: int, feature_stage: int | None
+        self,
+        images: Tensor,
+        indices: Tensor,
+        epoch: int,
+        feature_stage: int | None,
+        live_rows: Tensor | None = None,
     ) -> list[ModelOutputs]:
+        """Stored outputs of the batch's samples (run and stored first where missing); the rows
+        in `live_rows`, whose images are not the stored samples', run the teachers live."""
+        if live_rows is not None and live_rows.any():
+            return self._with_live_rows(images, indices, epoch, feature_stage, live_rows)
         view = self.cache.view_of(epoch)
         rows = indices.cpu().numpy()
         seeds = np.array([sample_seed(self.seed, view, int(i)) for i in rows], dtype=np.int64)
@@ -305,6 +320,15 @@ class CachedTeachers:
                 [astuple(self.sample_view(int(s))) for s in seeds], dtype=np.int16
             ).reshape(len(rows), 3)
         return self.cache.store(view, rows, seeds, outputs, crops)
+
+    def _with_live_rows(
+        self, images: Tensor, indices: Tensor, epoch: int, feature_stage: int | None, live: Tensor
+    ) -> list[ModelOutputs]:
+        live_outs = self.teachers(images[live], feature_stage)
+        if live.all():
+            return live_outs
+        stored = self(images[~live], indices[~live.to(indices.device)], epoch, feature_stage)
+        return [merge_rows(live, a, b) for a, b in zip(live_outs, stored, strict=True)]
 
     def fill_dropped(
         self, dataset, epoch: int, batch_size: int, feature_stage: int | None, device: torch.device
@@ -320,6 +344,24 @@ class CachedTeachers:
             images = torch.stack([dataset[int(i)][0] for i in missing]).to(device)
             self(images, torch.from_numpy(missing), epoch, feature_stage)
         return len(missing)
+
+
+def merge_rows(live: Tensor, live_outs: ModelOutputs, other: ModelOutputs) -> ModelOutputs:
+    """One batch's outputs from two parts: rows where `live` holds from `live_outs`, the others
+    from `other` (both in batch order)."""
+
+    def merged(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+        if a is None:
+            return None
+        out = a.new_empty((len(live), *a.shape[1:]), dtype=torch.promote_types(a.dtype, b.dtype))
+        out[live], out[~live] = a.to(out.dtype), b.to(out.dtype)
+        return out
+
+    return ModelOutputs(
+        merged(live_outs.logits, other.logits),
+        merged(live_outs.embedding, other.embedding),
+        merged(live_outs.features, other.features),
+    )
 
 
 def open_for_run(

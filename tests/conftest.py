@@ -143,22 +143,24 @@ def same_students():
 
 @pytest.fixture
 def run_and_resumed(tmp_path, tiny_run, same_students):
-    """A short real run of a method on the shared data, and the same run stopped after 4 of its
-    6 steps (a checkpoint at step 4) and resumed; asserts both end with the same student and
-    returns the uninterrupted run's summary and folder."""
+    """A short real run of a method on the shared data (6 steps an epoch), and the same run
+    stopped after `stop_after` steps (a checkpoint there) and resumed; asserts both end with the
+    same student and returns the uninterrupted run's summary and folder."""
     from mtkdrl import Recipe, distill
 
-    def run(method: str, options: dict | None = None, **method_keys) -> tuple[dict, Path]:
+    def run(
+        method: str, options: dict | None = None, epochs: int = 1, stop_after: int = 4, **keys
+    ) -> tuple[dict, Path]:
         recipes = {}
         for name in ("full", "part"):
-            raw = tiny_run(tmp_path / name, method, epochs=1, checkpoint_every=2)
+            raw = tiny_run(tmp_path / name, method, epochs=epochs, checkpoint_every=2)
             raw["train"]["eval_teachers"] = False
             raw["method"]["options"] = options or {}
-            raw["method"].update(method_keys)
+            raw["method"].update(keys)
             recipes[name] = Recipe.from_dict(raw)
         summary = distill(recipes["full"])
         part = recipes["part"]
-        part.train.stop_after_steps = 4
+        part.train.stop_after_steps = stop_after
         assert distill(part)["stopped"]
         part.train.stop_after_steps = None
         distill(part, resume=True)

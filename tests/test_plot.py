@@ -9,7 +9,13 @@ from PIL import Image
 
 from mtkdrl import Recipe, distill
 from mtkdrl.errors import MtkdrlError
-from mtkdrl.plot import plot_run, read_epochs
+from mtkdrl.plot import (
+    draw_histogram,
+    draw_temperature,
+    plot_run,
+    read_epochs,
+    temperature_range,
+)
 
 
 def test_plot_of_a_real_mtkdrl_run(tiny_run, tmp_path):
@@ -44,3 +50,35 @@ def test_plot_without_weights_draws_accuracy_only(tmp_path):
 def test_plot_of_a_folder_that_is_not_a_run(tmp_path):
     with pytest.raises(MtkdrlError, match=r"no metrics.jsonl"):
         plot_run(tmp_path)
+
+
+def test_temperatures_are_drawn_as_mean_spread_and_per_epoch_histogram(tmp_path):
+    """An `rl` run's log: the plot gains a temperature panel and a histogram whose columns are
+    each epoch's shares of samples per T bin (t_max from the recipe)."""
+    histograms = [[4, 0, 0, 0], [1, 2, 1, 0], [0, 0, 1, 3]]
+    records = [
+        {"epoch": e, "epoch_seconds": 1.0, "val_top1": 10.0 * e, "temperature_mean": 2.0 + e,
+         "temperature_std": 0.5,
+         "temperature_histogram": h}
+        for e, h in enumerate(histograms)
+    ]  # fmt: skip
+    (tmp_path / "metrics.jsonl").write_text("\n".join(map(json.dumps, records)))
+    (tmp_path / "recipe.yaml").write_text("method: {temperature: {policy: rl, t_max: 8}}\n")
+    image = Image.open(plot_run(tmp_path, tmp_path / "out.png"))
+    assert image.size[0] > 2.5 * image.size[1]  # temperature, histogram, accuracy
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots()
+    draw_histogram(axis, read_epochs(tmp_path), temperature_range(tmp_path))
+    drawn = axis.images[0]
+    expected = [[h[b] / sum(h) for h in histograms] for b in range(4)]
+    assert drawn.get_array().tolist() == expected
+    assert drawn.get_extent() == [-0.5, 2.5, 0.0, 8.0]
+    figure.clf()
+    draw_temperature(figure.add_subplot(), read_epochs(tmp_path))
+    assert figure.axes[0].lines[0].get_ydata().tolist() == [2.0, 3.0, 4.0]
+    plt.close(figure)

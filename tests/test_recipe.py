@@ -6,6 +6,7 @@ import pytest
 
 from mtkdrl.errors import MtkdrlError
 from mtkdrl.recipe import Recipe, apply_override, overrides_between
+from mtkdrl.temperatures import TemperatureContext, build_temperature_policy
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -119,6 +120,24 @@ def test_paths_resolve_relative_to_recipe(tmp_path):
 def test_shipped_recipes_validate(path):
     recipe = Recipe.from_yaml(path)
     assert recipe.student.name
+
+
+DISTILLING = [p for p in sorted(RECIPES.glob("*.yaml")) if "temperature:" in p.read_text()]
+
+
+@pytest.mark.parametrize("path", DISTILLING, ids=lambda p: p.name)
+def test_shipped_recipes_show_rlkd_with_the_remix_of_their_data(tmp_path, path):
+    """Each recipe's commented `rl` line, switched on, validates and builds RLKD with the entropy
+    remix on for CIFAR, off for ImageNet, as the official configs."""
+    text = path.read_text()
+    switched = text.replace("  # temperature: {policy: rl", "  temperature: {policy: rl", 1)
+    assert switched != text, f"{path.name} shows no `rl` temperature line"
+    lines = [line for line in switched.splitlines() if not line.startswith("  temperature: 4")]
+    lines = [line for line in lines if not line.startswith("  temperature: 1")]
+    (tmp_path / path.name).write_text("\n".join(lines))
+    spec = Recipe.from_yaml(tmp_path / path.name).method.temperature
+    policy = build_temperature_policy(spec, TemperatureContext())
+    assert (policy.remix is None) == path.name.startswith("imagenet")
 
 
 def test_overrides_between_turn_one_recipe_into_the_other():

@@ -196,3 +196,28 @@ def test_samples_left_out_by_drop_last_are_stored_before_the_replays(tmp_path, t
     assert summary["teacher_cache_hits"] == 2 * 5
     seeds = np.fromfile(Path(summary["teacher_cache"]) / "seeds.bin", dtype=np.int64)
     assert seeds.shape == (2 * 90,) and np.count_nonzero(seeds) == 2 * 90
+
+
+def test_live_rows_run_the_teachers_and_leave_the_cache_as_it_was(
+    tmp_path, tiny_cifar, teacher_file
+):
+    """Rows whose images were altered (RLKD's remix) get the teachers' outputs on those images,
+    the others the stored ones; nothing is stored for the altered rows."""
+    cfg = DataConfig(data_files=tiny_cifar, train_transform="cifar", batch_size=16, num_workers=0)
+    bundle = build_data(cfg, CIFAR_CFG, seed=4)
+    pool = _pool(teacher_file)
+    cached = _cached(tmp_path, pool, bundle, views=1, dtype="float32")
+    images, _, indices = next(iter(bundle.train_loader))
+    live = torch.zeros(len(indices), dtype=torch.bool)
+    live[[1, 4, 5]] = True
+    altered = images.clone()
+    altered[live] = images[live].flip(0) * 0.5  # not the stored samples' images
+    got = cached(altered, indices, 0, feature_stage=-1, live_rows=live)
+    fresh = pool(altered, feature_stage=-1)
+    for a, b in zip(got, fresh, strict=True):
+        torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=1e-5)
+        torch.testing.assert_close(a.features, b.features, rtol=0, atol=1e-5)
+    seeds = cached.cache.arrays["seeds"][0]
+    assert (seeds[indices[live].numpy()] == 0).all()  # never stored under their own index
+    assert (seeds[indices[~live].numpy()] != 0).all()
+    cached.cache.close()

@@ -53,7 +53,10 @@ def create_method(config: MethodConfig, context: MethodContext) -> Method:
     # a number in the recipe is already the context's fixed T (`method_context` put it there)
     spec = config.temperature if isinstance(config.temperature, Mapping) else context.temperature
     policy = build_temperature_policy(
-        spec, TemperatureContext(context.reduce, context.process_index)
+        spec,
+        TemperatureContext(
+            context.reduce, context.process_index, context.num_samples, context.random_access
+        ),
     )
     built = dataclasses.replace(context, logit_loss=logit_loss, temperature_policy=policy)
     return cls(built, options)

@@ -28,7 +28,7 @@ from ..losses import (
     weighted_distillation_terms,
 )
 from ..pool import ModelOutputs
-from ..temperatures import TemperatureContext, TemperaturePolicy
+from ..temperatures import PolicyInput, TemperatureContext, TemperaturePolicy
 from ..temperatures.fixed import FixedOptions, FixedTemperature
 from ._tracking import WeightSums
 
@@ -39,13 +39,14 @@ class DistillBatch:
 
     `adapted[k]` is the student's map (at the method's `feature_stage`) through teacher k's
     feature adapter, in fp32 (empty when the method uses no feature loss). Student outputs carry
-    gradients.
+    gradients. `indices` are the samples' positions in the training set (None for other data).
     """
 
     labels: Tensor
     student: ModelOutputs
     teachers: list[ModelOutputs]
     adapted: list[Tensor]
+    indices: Tensor | None = None
 
     @property
     def num_teachers(self) -> int:
@@ -84,7 +85,8 @@ class MethodContext:
     process. `logit_loss` is the recipe's `method.logit_loss`, built (T²·KL unless it says else).
     `student_width` is the width of the student's pooled embedding (0 where unknown).
     `temperature_policy` is the recipe's `method.temperature` built (a fixed T when None), and
-    `temperature` the number it starts from.
+    `temperature` the number it starts from. `num_samples` is the training set's size (0 where
+    unknown) and `random_access` whether one of its samples can be read by index (not streamed).
     """
 
     teacher_names: list[str]
@@ -101,6 +103,8 @@ class MethodContext:
     logit_loss: LogitLoss = field(default_factory=KLLoss)
     student_width: int = 0
     temperature_policy: TemperaturePolicy | None = None
+    num_samples: int = 0
+    random_access: bool = True
 
     @property
     def num_teachers(self) -> int:
@@ -223,7 +227,8 @@ class Method(nn.Module, abc.ABC):
         teacher (B×K)."""
         policy = self.temperature_policy
         ensemble = self.ensemble_probabilities(batch, epoch) if policy.needs_ensemble else None
-        return policy.choose(batch.student.logits, ensemble, batch.labels, epoch)
+        seen = PolicyInput(batch.student.logits, ensemble, batch.labels, epoch, batch.indices)
+        return policy.choose(seen)
 
     def ensemble_probabilities(self, batch: DistillBatch, epoch: int) -> Tensor:
         """The teachers' softmax at T = 1 mixed by this method's logit weights (B×C), for a

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import MtkdrlError
 from ..recipe import build_dataclass
-from .base import TemperatureContext, TemperaturePolicy
+from .base import PolicyInput, TemperatureContext, TemperaturePolicy
 
 WHERE = "method.temperature"
 TEMPERATURE_POLICIES: dict[str, type[TemperaturePolicy]] = {}
@@ -79,6 +79,7 @@ _import_all()
 
 __all__ = [
     "TEMPERATURE_POLICIES",
+    "PolicyInput",
     "TemperatureContext",
     "TemperaturePolicy",
     "base_temperature",

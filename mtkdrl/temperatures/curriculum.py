@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..errors import MtkdrlError
 from . import register_temperature_policy
-from .base import TemperatureContext, TemperaturePolicy
+from .base import PolicyInput, TemperatureContext, TemperaturePolicy
 
 
 @dataclass
@@ -84,10 +84,8 @@ class CurriculumTemperature(TemperaturePolicy):
         tau = _ScaleGradient.apply(self.tau, reversal_scale(epoch, self.options))
         return self.options.t_start + self.options.t_range * torch.sigmoid(tau)
 
-    def choose(
-        self, student_logits: Tensor, ensemble: Tensor | None, labels: Tensor, epoch: int
-    ) -> Tensor:
-        temperature = self.value(epoch).to(student_logits.device)
+    def choose(self, seen: PolicyInput) -> Tensor:
+        temperature = self.value(seen.epoch).to(seen.student_logits.device)
         self.last_value = float(temperature.detach())
         return temperature
 

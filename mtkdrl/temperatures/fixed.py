@@ -5,11 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from torch import Tensor
-
 from ..errors import MtkdrlError
 from . import register_temperature_policy
-from .base import TemperaturePolicy
+from .base import PolicyInput, TemperaturePolicy
 
 
 @dataclass
@@ -33,7 +31,5 @@ class FixedTemperature(TemperaturePolicy):
     def fixed_value(self) -> float:
         return self.options.value
 
-    def choose(
-        self, student_logits: Tensor, ensemble: Tensor | None, labels: Tensor, epoch: int
-    ) -> float:
+    def choose(self, seen: PolicyInput) -> float:
         return self.options.value

@@ -7,12 +7,16 @@ state. A batch is one trajectory whose only reward, on its last sample, is the c
 student's batch accuracy since the previous batch, scaled by the official epoch schedule. With
 `redistribution`, a small model of (state, action) spreads that return over the samples (a
 RUDDER-style decomposition) before GAE and PPO. The first `warmup_epochs` use T = `initial`;
-the agent learns in the epochs e with (e + 1) % `rl_every` == 0. See docs/temperatures.md#rl.
+the agent learns in the epochs e with (e + 1) % `rl_every` == 0. With `critical_states`, a
+detector weighs each state by how much it bears on the return before PPO sees it; with
+`remix_every`, the samples the student finds easiest are blended with hard ones for one epoch in
+every `remix_every` after the warm-up (`mtkdrl.data.remix`). See docs/temperatures.md#rl.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.remix import EntropyRemix
 from ..errors import MtkdrlError
 from . import register_temperature_policy
-from .base import TemperatureContext, TemperaturePolicy
+from .base import PolicyInput, TemperatureContext, TemperaturePolicy
 
 STATE_WIDTH = 3
 HISTOGRAM_BINS = 20
@@ -38,7 +43,9 @@ class RLOptions:
     rl_every: int = 20
     reward_schedule: Literal["cifar", "imagenet", "none"] = "cifar"
     redistribution: bool = True
+    critical_states: bool = True
     credit: Literal["trajectory", "shared"] = "trajectory"
+    remix_every: int = 20  # 0: no entropy remix (the official ImageNet setting)
     clip: float = 0.2
     policy_epochs: int = 5
     value_epochs: int = 5
@@ -53,7 +60,7 @@ class RLOptions:
         bounds = {
             "t_max": 0, "initial": 0, "clip": 0, "max_grad_norm": 0,  # > 0
             "rl_every": 1, "policy_epochs": 1, "value_epochs": 1, "hidden": 1,  # >= 1
-            "actor_lr": 0, "critic_lr": 0, "warmup_epochs": 0,  # >= 0
+            "actor_lr": 0, "critic_lr": 0, "warmup_epochs": 0, "remix_every": 0,  # >= 0
         }  # fmt: skip
         strict = {"t_max", "initial", "clip", "max_grad_norm"}
         for key, low in bounds.items():
@@ -147,6 +154,25 @@ def redistribute(predicted: Tensor, episode_return: Tensor) -> Tensor:
     return rewards + (episode_return - predicted[-1]) / len(predicted)
 
 
+class CriticalStateDetector(nn.Module):
+    """m(s) = sigmoid(Linear(16→1)(Linear(3→16)(s))): how much each state of a trajectory bears
+    on its return; PPO sees the states scaled by m."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(STATE_WIDTH, 16), nn.Linear(16, 1))
+
+    def forward(self, states: Tensor) -> Tensor:
+        return torch.sigmoid(self.net(states)).squeeze(1)
+
+
+def critical_state_loss(mask: Tensor, states: Tensor, returns: Tensor) -> Tensor:
+    """The official objective: 5e-3·‖m‖₁ plus the cross-entropy of the trajectory's masked
+    state means, softmaxed over its steps, against its returns as soft targets."""
+    scores = mask * states.mean(dim=1)
+    return 5e-3 * mask.abs().sum() - (returns * scores.log_softmax(dim=0)).sum()
+
+
 @dataclass
 class Trajectory:
     """One batch as the agent saw it: states (B×3), pre-squash actions u, and their
@@ -175,6 +201,17 @@ class RLTemperature(TemperaturePolicy):
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=options.actor_lr)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=options.critic_lr)
         self.redistribution_optimizer = torch.optim.Adam(self.redistribution.parameters(), lr=1e-3)
+        self.detector = CriticalStateDetector()
+        self.detector_optimizer = torch.optim.Adam(self.detector.parameters(), lr=1e-3)
+        self.remix = None
+        if options.remix_every:
+            if not context.random_access:
+                raise MtkdrlError(
+                    "method.temperature.remix_every: the entropy remix reads training samples by "
+                    "index, which a streamed data set cannot; set remix_every: 0"
+                )
+            self.remix = EntropyRemix(context.num_samples, context.reduce)
+        self._seen: tuple[Tensor, Tensor] | None = None  # this batch's (indices, logits)
         seed = int(torch.randint(0, 2**62, (1,)).item()) + context.process_index
         self.generator = torch.Generator().manual_seed(seed)
         self.previous_accuracy: float | None = None
@@ -184,15 +221,14 @@ class RLTemperature(TemperaturePolicy):
         self._accuracy: float | None = None
 
     # ---------------------------------------------------------------- acting
-    def choose(
-        self, student_logits: Tensor, ensemble: Tensor | None, labels: Tensor, epoch: int
-    ) -> float | Tensor:
-        logits = student_logits.detach().float()
-        self._accuracy = float((logits.argmax(dim=1) == labels).float().mean())
+    def choose(self, seen: PolicyInput) -> float | Tensor:
+        logits = seen.student_logits.detach().float()
+        self._accuracy = float((logits.argmax(dim=1) == seen.labels).float().mean())
         self._pending = None
-        if epoch < self.options.warmup_epochs:
+        self._seen = None if seen.indices is None else (seen.indices, logits)
+        if seen.epoch < self.options.warmup_epochs:
             return self.options.initial
-        states = agent_states(logits, ensemble)
+        states = agent_states(logits, seen.ensemble)
         with torch.no_grad():
             dist = self.actor.distribution(states)
             noise = torch.randn(dist.mean.shape, generator=self.generator).to(dist.mean)
@@ -210,11 +246,27 @@ class RLTemperature(TemperaturePolicy):
         self.sums += torch.cat([torch.tensor([len(t), t.sum(), t.pow(2).sum()]), bins.double()])
 
     # ---------------------------------------------------------------- learning
+    def prepare_batch(
+        self, images: Tensor, indices: Tensor, epoch: int, fetch: Callable[[int], Tensor]
+    ) -> tuple[Tensor, Tensor | None]:
+        """In a remix epoch, the planned samples blended with their partners."""
+        if self.remix is None:
+            return images, None
+        return self.remix.blend(images, indices, fetch)
+
+    def remixes(self, epoch: int) -> bool:
+        """Whether `epoch` is a remix epoch: every `remix_every` epochs after the warm-up."""
+        after = epoch - self.options.warmup_epochs
+        return self.remix is not None and after > 0 and after % self.options.remix_every == 0
+
     def observe(self, sample_loss: Tensor, epoch: int) -> None:
         """The batch's reward (its accuracy before the step minus the previous batch's), and in
-        RL epochs one PPO update on its trajectory."""
+        RL epochs one PPO update on its trajectory; the samples' entropies for the remix."""
         pending, accuracy = self._pending, self._accuracy
         self._pending = self._accuracy = None
+        if self.remix is not None and self._seen is not None:
+            self.remix.record(*self._seen)
+        self._seen = None
         if accuracy is None:
             return
         previous, self.previous_accuracy = self.previous_accuracy, accuracy
@@ -237,6 +289,8 @@ class RLTemperature(TemperaturePolicy):
         else:
             rewards = torch.zeros_like(trajectory.values)
             rewards[-1] = reward
+            if options.critical_states:
+                trajectory = self.masked(trajectory, rewards)
             if options.redistribution:
                 rewards = self.redistributed(trajectory, rewards)
             advantages, returns = discounted_advantages(
@@ -259,6 +313,22 @@ class RLTemperature(TemperaturePolicy):
         for _ in range(self.options.value_epochs):
             loss = F.mse_loss(self.critic(states).squeeze(1), returns)
             self.step(self.critic_optimizer, self.critic, loss)
+
+    def masked(self, trajectory: Trajectory, rewards: Tensor) -> Trajectory:
+        """Fit the critical-state detector to the trajectory's returns (10 Adam steps, as the
+        official code) and scale its states by the mask; the acting policy's log-probabilities
+        and values are taken again at the masked states, so PPO's ratio starts at 1."""
+        _, returns = discounted_advantages(
+            rewards, trajectory.values, self.options.gamma, self.options.gae_lambda
+        )
+        for _ in range(10):
+            loss = critical_state_loss(self.detector(trajectory.states), trajectory.states, returns)
+            self.step(self.detector_optimizer, self.detector, loss)
+        with torch.no_grad():
+            states = trajectory.states * self.detector(trajectory.states).unsqueeze(1)
+            log_prob = self.actor.log_prob(states, trajectory.pre)
+            values = self.critic(states).squeeze(1)
+        return Trajectory(states, trajectory.pre, log_prob, values)
 
     def redistributed(self, trajectory: Trajectory, rewards: Tensor) -> Tensor:
         """Fit the return model (9 Adam steps, as the official code) and spread the return."""
@@ -287,9 +357,17 @@ class RLTemperature(TemperaturePolicy):
 
     # ---------------------------------------------------------------- logging, state
     def end_epoch(self, epoch: int) -> dict[str, Any]:
-        """Per-instance temperatures of the epoch: mean, spread, histogram over (0, t_max)."""
+        """Per-instance temperatures of the epoch: mean, spread, histogram over (0, t_max); the
+        remix plan for the next epoch (made now, so that a checkpoint carries it)."""
         count, total, squares = (float(v) for v in self.sums[:3])
         figures: dict[str, Any] = {"temperature_updates": self.updates}
+        if self.remix is not None:
+            figures["remixed_samples"] = self.remix.take_count()
+            figures["remix_next_epoch"] = self.remixes(epoch + 1)
+            if self.remixes(epoch + 1):
+                self.remix.plan()
+            else:
+                self.remix.clear()
         if count:
             mean = total / count
             figures["temperature_mean"] = mean
@@ -303,6 +381,8 @@ class RLTemperature(TemperaturePolicy):
             "actor_optimizer": self.actor_optimizer.state_dict(),
             "critic_optimizer": self.critic_optimizer.state_dict(),
             "redistribution_optimizer": self.redistribution_optimizer.state_dict(),
+            "detector_optimizer": self.detector_optimizer.state_dict(),
+            "remix": {} if self.remix is None else self.remix.state(),
             "generator": self.generator.get_state(),
             "previous_accuracy": self.previous_accuracy,
             "updates": self.updates,
@@ -313,6 +393,9 @@ class RLTemperature(TemperaturePolicy):
         self.actor_optimizer.load_state_dict(state["actor_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         self.redistribution_optimizer.load_state_dict(state["redistribution_optimizer"])
+        self.detector_optimizer.load_state_dict(state["detector_optimizer"])
+        if self.remix is not None:
+            self.remix.load_state(state["remix"])
         self.generator.set_state(state["generator"])
         self.previous_accuracy, self.updates = state["previous_accuracy"], state["updates"]
         self.sums = state["sums"]

@@ -12,7 +12,12 @@ from mtkdrl.methods import DistillBatch, MethodContext, create_method
 from mtkdrl.outputs import read_epochs
 from mtkdrl.pool import ModelOutputs
 from mtkdrl.recipe import MethodConfig
-from mtkdrl.temperatures import TemperatureContext, base_temperature, build_temperature_policy
+from mtkdrl.temperatures import (
+    PolicyInput,
+    TemperatureContext,
+    base_temperature,
+    build_temperature_policy,
+)
 from mtkdrl.temperatures.base import TemperaturePolicy
 from mtkdrl.temperatures.curriculum import reversal_scale
 
@@ -28,8 +33,8 @@ class GivenTemperatures(TemperaturePolicy):
         super().__init__(None, TemperatureContext())
         self.temperatures, self.seen = temperatures, None
 
-    def choose(self, student_logits, ensemble, labels, epoch):
-        self.seen = ensemble
+    def choose(self, seen):
+        self.seen = seen.ensemble
         return self.temperatures
 
 
@@ -114,7 +119,9 @@ def test_curriculum_starts_at_its_initial_t_and_reverses_the_gradient():
     assert reversal_scale(5, options) == pytest.approx(-0.5)
     for epoch in (5, 12):
         policy.tau.grad = None
-        t = policy.choose(torch.zeros(2, 3), None, torch.zeros(2, dtype=torch.long), epoch)
+        t = policy.choose(
+            PolicyInput(torch.zeros(2, 3), None, torch.zeros(2, dtype=torch.long), epoch)
+        )
         assert float(t.detach()) == pytest.approx(4.0)
         t.backward()
         s = torch.sigmoid(policy.tau.detach())
@@ -141,3 +148,29 @@ def test_real_run_resumes_to_the_same_weights_and_logs_temperatures(
     if temperature["policy"] == "rl":
         # the first batch has no previous accuracy to be rewarded against
         assert epoch["temperature_updates"] == 5 and sum(epoch["temperature_histogram"]) == 6 * 16
+
+
+REMIXING = {"policy": "rl", "warmup_epochs": 0, "rl_every": 1, "remix_every": 1}
+
+
+def test_a_remixing_run_resumes_inside_its_remix_epoch(run_and_resumed):
+    """RLKD with the official calibration (return model, critical states) and the entropy remix:
+    epoch 0 records entropies and plans, epoch 1 blends 10 of the 96 samples (ranks 80–90 %)
+    with teachers run live for them; stopped in epoch 1 and resumed, it ends the same."""
+    _, folder = run_and_resumed("avg", epochs=2, stop_after=8, temperature=REMIXING)
+    first, second = read_epochs(folder)
+    assert first["remix_next_epoch"] and first["remixed_samples"] == 0
+    assert second["remixed_samples"] == 10 and second["remix_next_epoch"]  # every epoch
+    assert second["temperature_updates"] == 11  # cumulative; the very first batch has no reward
+
+
+def test_two_processes_keep_one_agent(tiny_run, tmp_path, two_processes):
+    """Under 2 processes, the actor, critic, return model and detector stay identical."""
+    recipe = tiny_run(tmp_path / "run", "avg", epochs=2, eval_teachers=False)
+    recipe["data"]["batch_size"] = 8
+    recipe["method"]["temperature"] = REMIXING
+    methods, _ = two_processes(recipe)
+    names = {k.split(".")[1] for k in methods[0] if k.startswith("temperature_policy.")}
+    assert names == {"actor", "critic", "redistribution", "detector"}
+    start = build_temperature_policy(REMIXING, TemperatureContext()).actor.log_std
+    assert not torch.equal(methods[0]["temperature_policy.actor.log_std"], start.detach())

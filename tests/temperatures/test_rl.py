@@ -8,10 +8,11 @@ import torch
 from torch.distributions import AffineTransform, Normal, SigmoidTransform, TransformedDistribution
 
 from mtkdrl.errors import MtkdrlError
-from mtkdrl.temperatures import TemperatureContext, build_temperature_policy
+from mtkdrl.temperatures import PolicyInput, TemperatureContext, build_temperature_policy
 from mtkdrl.temperatures.rl import (
     Trajectory,
     agent_states,
+    critical_state_loss,
     discounted_advantages,
     redistribute,
     reward_scale,
@@ -42,12 +43,13 @@ def test_sampled_temperatures_follow_that_density():
     """Monte-Carlo: the share of samples in a bin matches the integral of the density there."""
     policy = rl()
     states = torch.full((20000, 3), 0.5)
-    temperatures = policy.choose(
+    seen = PolicyInput(
         torch.zeros(20000, 4),
         torch.full((20000, 4), 0.25),
         torch.zeros(20000, dtype=torch.long),
         20,
     )
+    temperatures = policy.choose(seen)
     grid = torch.linspace(0.05, 9.95, 400)
     pre = torch.log(grid / 10) - torch.log1p(-grid / 10)
     with torch.no_grad():
@@ -143,3 +145,49 @@ def test_the_official_trajectory_credit_does_not_separate_them():
 def test_bad_settings_are_one_line(settings, message):
     with pytest.raises(MtkdrlError, match=message):
         rl(**settings)
+
+
+def test_critical_state_loss_is_the_official_objective():
+    mask, states = torch.tensor([0.2, 0.9, 0.5]), torch.rand(3, 3)
+    returns = torch.tensor([0.1, 0.3, 0.6])
+    scores = mask * states.mean(dim=1)
+    ce = torch.nn.functional.cross_entropy(scores, returns)  # torch's soft-target form
+    expected = 5e-3 * mask.sum() + ce
+    torch.testing.assert_close(critical_state_loss(mask, states, returns), expected)
+
+
+def test_masked_trajectory_starts_ppo_at_ratio_one():
+    """The detector scales the states; log-probabilities and values are re-taken there."""
+    torch.manual_seed(0)
+    policy = rl(hidden=8)
+    states = torch.rand(6, 3)
+    with torch.no_grad():
+        pre = policy.actor.distribution(states).sample()
+        trajectory = Trajectory(
+            states, pre, policy.actor.log_prob(states, pre), policy.critic(states).squeeze(1)
+        )
+    rewards = torch.zeros(6)
+    rewards[-1] = 0.5
+    before = [p.clone() for p in policy.detector.parameters()]
+    masked = policy.masked(trajectory, rewards)
+    after = list(policy.detector.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    with torch.no_grad():
+        mask = policy.detector(states)
+        torch.testing.assert_close(masked.states, states * mask.unsqueeze(1))
+        torch.testing.assert_close(masked.log_prob, policy.actor.log_prob(masked.states, pre))
+    assert not torch.allclose(masked.states, states)
+
+
+def test_remix_epochs_come_every_remix_every_after_the_warm_up():
+    policy = rl(warmup_epochs=20, remix_every=20)
+    assert [e for e in range(100) if policy.remixes(e)] == [40, 60, 80]
+    assert not any(rl(remix_every=0).remixes(e) for e in range(100))
+
+
+def test_remix_refuses_a_streamed_data_set_in_one_line():
+    context = TemperatureContext(random_access=False)
+    message = r"^method\.temperature\.remix_every: .*set remix_every: 0$"
+    with pytest.raises(MtkdrlError, match=message):
+        build_temperature_policy({"policy": "rl"}, context)
+    assert build_temperature_policy({"policy": "rl", "remix_every": 0}, context).remix is None
