@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from .errors import MtkdrlError
+from .errors import MtkdrlError, first_line
 
 ALLOWED_SUFFIXES = (".safetensors", ".json")
 
@@ -173,8 +174,19 @@ def _read_pair(folder: Path, stem: str) -> Any:
     for suffix in ALLOWED_SUFFIXES:
         if not (folder / f"{stem}{suffix}").is_file():
             raise MtkdrlError(f"--resume: checkpoint {folder} lacks {stem}{suffix}")
-    skeleton = json.loads((folder / f"{stem}.json").read_text())
-    return unflatten_state(load_file(str(folder / f"{stem}.safetensors")), skeleton)
+    try:
+        skeleton = json.loads((folder / f"{stem}.json").read_text())
+    except json.JSONDecodeError as err:
+        raise MtkdrlError(f"--resume: {folder / stem}.json is not valid JSON ({err})") from None
+    try:
+        tensors = load_file(str(folder / f"{stem}.safetensors"))
+    except (SafetensorError, OSError) as err:
+        raise MtkdrlError(
+            f"--resume: {folder / stem}.safetensors cannot be read ({first_line(err)}; truncated "
+            "or corrupt?); remove that checkpoint folder to resume from an earlier one, or start "
+            "again with --overwrite"
+        ) from None
+    return unflatten_state(tensors, skeleton)
 
 
 def refuse_unsafe_files(folder: Path) -> None:
@@ -203,7 +215,12 @@ class Checkpoints:
         if not pointer.is_file():
             return None
         path = self.root / pointer.read_text().strip()
-        return path if path.is_dir() else None
+        if not path.is_dir():
+            raise MtkdrlError(
+                f"--resume: {pointer} names {path.name}, which is not in {self.root}; point it at "
+                "a checkpoint folder that is there, or start again with --overwrite"
+            )
+        return path
 
     def clear(self) -> None:
         """Remove every checkpoint (a run started again with --overwrite)."""

@@ -16,11 +16,21 @@ def first_line(err: BaseException) -> str:
     return text[0] if text else type(err).__name__
 
 
+def user_message(err: MtkdrlError) -> str:
+    """The error's own line, also when a DataLoader worker raised it: torch re-raises it in the
+    main process with the worker's traceback as its text, the original line last."""
+    text = str(err)
+    marker = f"{MtkdrlError.__module__}.{MtkdrlError.__name__}: "
+    if "Original Traceback" in text and marker in text:
+        return text.rsplit(marker, 1)[1].strip().splitlines()[0]
+    return first_line(err)
+
+
 def exit_code(job: Callable[[], object]) -> int:
     """Run a command's job: 0, or 2 after printing its `MtkdrlError` as one error line."""
     try:
         job()
     except MtkdrlError as err:
-        print(f"mtkdrl: error: {err}", file=sys.stderr)
+        print(f"mtkdrl: error: {user_message(err)}", file=sys.stderr)
         return 2
     return 0

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .errors import MtkdrlError
+from .errors import MtkdrlError, first_line
 
 
 @dataclass
@@ -61,6 +61,14 @@ class DataConfig:
     cache_decoded: bool = False
     num_classes: int | None = None
 
+    def __post_init__(self) -> None:
+        lowest = {"batch_size": 1, "eval_batch_size": 1, "num_workers": 0, "train_subset": 1,
+                  "eval_subset": 1, "num_classes": 1}  # fmt: skip
+        for name, low in lowest.items():
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise MtkdrlError(f"data.{name} must be at least {low}, got {value}")
+
 
 @dataclass
 class MethodConfig:
@@ -93,6 +101,15 @@ class OptimConfig:
     gamma: float = 0.1
     warmup_epochs: int = 0
     min_lr: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "weight_decay", "warmup_epochs", "min_lr"):
+            if getattr(self, name) < 0:
+                raise MtkdrlError(f"optim.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.momentum < 1:
+            raise MtkdrlError(f"optim.momentum must lie in [0, 1), got {self.momentum}")
+        if self.gamma <= 0:
+            raise MtkdrlError(f"optim.gamma must be > 0, got {self.gamma}")
 
 
 @dataclass
@@ -162,7 +179,10 @@ class Recipe:
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
-            raise MtkdrlError(f"recipe {path} is not valid YAML: {err}") from None
+            mark = getattr(err, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            problem = getattr(err, "problem", None) or first_line(err)
+            raise MtkdrlError(f"recipe {path} is not valid YAML{where}: {problem}") from None
         if not isinstance(raw, dict):
             raise MtkdrlError(f"recipe {path} must be a mapping of keys, not {type(raw).__name__}")
         for item in overrides:

@@ -35,10 +35,17 @@ def restore_checkpoint(run: Run, path: Path) -> None:
     """Put the run back where checkpoint `path` left it: weights, optimizer, schedule, loop
     counters, the method's state and this process's random generators."""
     shared, per_rank = run.checkpoints.load(path)
-    run.unwrapped_student().load_state_dict(shared["student"])
-    if run.task.adapters is not None:
-        extract_model_from_parallel(run.task.adapters).load_state_dict(shared["adapters"])
-    run.optimizer.load_state_dict(shared["optimizer"])
+    try:
+        run.unwrapped_student().load_state_dict(shared["student"])
+        if run.task.adapters is not None:
+            extract_model_from_parallel(run.task.adapters).load_state_dict(shared["adapters"])
+        run.optimizer.load_state_dict(shared["optimizer"])
+    except (KeyError, RuntimeError, ValueError) as err:
+        raise MtkdrlError(
+            f"checkpoint {path}: its student does not fit this recipe's "
+            f"(student.name {run.recipe.student.name!r}; was the recipe changed since?): "
+            f"{first_line(err)}; resume with the run's own recipe, or start afresh with --overwrite"
+        ) from None
     run.scheduler.load_state_dict(shared["scheduler"])
     run.state.load_state_dict(shared["loop"])
     try:

@@ -119,6 +119,14 @@ class TeacherCache:
                     f"teacher_cache: {folder} holds a different cache (hash collision or a "
                     "hand-edited folder); delete it or set teacher_cache.dir elsewhere"
                 )
+            for name, (shape, dtype) in layout.arrays().items():
+                size, path = int(np.prod(shape)) * dtype.itemsize, folder / f"{name}.bin"
+                if not path.is_file() or path.stat().st_size != size:
+                    found = path.stat().st_size if path.is_file() else 0
+                    raise MtkdrlError(
+                        f"teacher_cache: {path} holds {found} of its {size} bytes (truncated or "
+                        "removed); delete the folder to refill it"
+                    )
             return folder
         needed = layout.nbytes()
         folder.mkdir(parents=True, exist_ok=True)

@@ -10,10 +10,12 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import MtkdrlError
 from .evaluation import evaluate_student, evaluate_teachers
+from .preflight import check_flags, check_free_space, check_output_dir
 from .recipe import Recipe
 from .resume import restore_checkpoint, save_checkpoint
 from .run import Run, build_run
@@ -234,12 +236,19 @@ def distill(
     dry_run: bool = False,
 ) -> dict:
     """Run a distillation from a `Recipe` or a recipe file; returns the run's summary."""
+    check_flags(resume, overwrite)
     if not isinstance(recipe, Recipe):
         recipe = Recipe.from_yaml(recipe, overrides)
     elif overrides:
         raise MtkdrlError("overrides apply to recipe files; edit the Recipe object instead")
-    run = build_run(recipe, resume=resume, overwrite=overwrite, dry_run=dry_run)
-    return dry_run_steps(run) if dry_run else train(run)
+    if dry_run:
+        return dry_run_steps(build_run(recipe, dry_run=True))
+    check_output_dir(recipe.output_dir)
+    run = build_run(recipe, resume=resume, overwrite=overwrite)
+    extra = nn.ModuleList([run.method, *([run.task.adapters] if run.task.adapters else [])])
+    keep = recipe.train.keep_checkpoints
+    check_free_space(recipe.output_dir, run.unwrapped_student(), extra, keep)
+    return train(run)
 
 
 def _flat_config(data: dict, prefix: str = "") -> dict:

@@ -14,11 +14,11 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, Sampler
 
-from ..errors import MtkdrlError
+from ..errors import MtkdrlError, first_line
 from ..recipe import DataConfig
 from .sources import SplitInfo, load_splits
 from .transforms import EvalTransform, build_train_transform, sample_seed
@@ -40,6 +40,19 @@ def to_pixels(image: Any) -> np.ndarray:
     return np.repeat(pixels[..., None], 3, axis=-1) if pixels.ndim == 2 else pixels
 
 
+def check_labels(labels: np.ndarray, info: SplitInfo, field: str) -> None:
+    """Every label a class index in [0, num_classes), or one line naming the first row that is
+    not (CE would fail mid-training, or learn from a wrong target)."""
+    bad = np.flatnonzero((labels < 0) | (labels >= info.num_classes))
+    if len(bad):
+        row = int(bad[0])
+        raise MtkdrlError(
+            f"{field}: row {row} has label {int(labels[row])} in column {info.label_column!r}, "
+            f"outside 0..{info.num_classes - 1} ({info.num_classes} classes; "
+            f"{len(bad)} such rows); fix the labels or set data.num_classes"
+        )
+
+
 def _subset(dataset: Any, size: int | None, field: str) -> Any:
     if size is None:
         return dataset
@@ -59,18 +72,40 @@ class IndexedImages(Dataset):
     """
 
     def __init__(
-        self, rows: Any, info: SplitInfo, transform: Transform, seed: int, cache_decoded: bool
+        self,
+        rows: Any,
+        info: SplitInfo,
+        transform: Transform,
+        seed: int,
+        cache_decoded: bool,
+        field: str = "data.train_split",
     ) -> None:
-        self.transform, self.seed, self.view = transform, seed, 0
+        self.transform, self.seed, self.view, self.field = transform, seed, 0, field
         self.fingerprint = getattr(rows, "_fingerprint", None)
         self.labels = np.asarray(rows[info.label_column], dtype=np.int64)
+        check_labels(self.labels, info, field)
         self.images = rows.cast_column(info.image_column, datasets.Image(decode=False))
         self.image_column = info.image_column
         self.decoded = self._decode_all() if cache_decoded else None
 
     def _decode_all(self) -> list[np.ndarray]:
         """Every image decoded once, so that epochs after the first pay only for augmentation."""
-        return [to_pixels(cell) for cell in self.images[self.image_column]]
+        cells = self.images[self.image_column]
+        return [self._decode(cell, index) for index, cell in enumerate(cells)]
+
+    def _decode(self, cell: Any, index: int) -> np.ndarray:
+        try:
+            return to_pixels(cell)
+        except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
+            reason = (
+                "its bytes are in no image format PIL reads"
+                if isinstance(err, UnidentifiedImageError)
+                else first_line(err)
+            )
+            raise MtkdrlError(
+                f"{self.field}: row {index} holds an image that cannot be decoded ({reason}); "
+                "remove or re-encode it"
+            ) from None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -78,7 +113,7 @@ class IndexedImages(Dataset):
     def pixels(self, index: int) -> np.ndarray:
         if self.decoded is not None:
             return self.decoded[index]
-        return to_pixels(self.images[index][self.image_column])
+        return self._decode(self.images[index][self.image_column], index)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
         seed = sample_seed(self.seed, self.view, index)
@@ -163,7 +198,9 @@ def _train_loader(dataset: Dataset, cfg: DataConfig, seed: int, **batching) -> D
 
 def _eval_loader(cfg: DataConfig, rows: Any, info: SplitInfo, data_config: dict) -> DataLoader:
     rows = _subset(rows, cfg.eval_subset, "data.eval_subset")
-    dataset = IndexedImages(rows, info, EvalTransform(data_config), 0, cfg.cache_decoded)
+    dataset = IndexedImages(
+        rows, info, EvalTransform(data_config), 0, cfg.cache_decoded, "data.eval_split"
+    )
     return DataLoader(
         dataset,
         batch_size=cfg.eval_batch_size,

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ..errors import MtkdrlError, first_line
 from ..recipe import DataConfig
@@ -41,8 +43,22 @@ def _parquet(cfg: DataConfig, splits: list[str], streaming: bool) -> dict[str, A
         matches = list(Path().glob(files[split])) if any(c in files[split] for c in "*?[") else []
         if not matches and not Path(files[split]).is_file():
             raise MtkdrlError(f"data.data_files.{split}: no such file: {files[split]}")
+        for path in matches or [Path(files[split])]:
+            _check_parquet(path, f"data.data_files.{split}")
     chosen = {split: files[split] for split in splits}
     return datasets.load_dataset("parquet", data_files=chosen, streaming=streaming)
+
+
+def _check_parquet(path: Path, field: str) -> None:
+    """A readable parquet file with at least one row, or one line naming it."""
+    try:
+        rows = pq.ParquetFile(path).metadata.num_rows
+    except (OSError, pa.ArrowException) as err:
+        raise MtkdrlError(
+            f"{field}: {path} is not a readable parquet file ({first_line(err)})"
+        ) from None
+    if rows == 0:
+        raise MtkdrlError(f"{field}: {path} has no rows; give a split with images")
 
 
 def _imagefolder(cfg: DataConfig, splits: list[str], streaming: bool) -> dict[str, Any]:

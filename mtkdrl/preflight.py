@@ -1,0 +1,62 @@
+"""Checks made before any compute: the command's flags agree, the output folder can be written,
+and its disk has room for what the run will write there."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from torch import nn
+
+from .errors import MtkdrlError, first_line
+from .teacher_cache import format_bytes
+
+MARGIN = 1.25  # slack over the estimate: JSON skeletons, the model card, logs
+
+
+def check_flags(resume: bool, overwrite: bool) -> None:
+    if resume and overwrite:
+        raise MtkdrlError(
+            "--resume and --overwrite contradict each other: --resume continues the run in "
+            "output_dir, --overwrite starts it again; pass one"
+        )
+
+
+def check_output_dir(output_dir: str | Path) -> None:
+    """`output_dir` is (or can be made) a folder this process can write a file into."""
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise MtkdrlError(f"output_dir: {path} is a file, not a folder; choose a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".mtkdrl_probe_"):
+            pass
+    except OSError as err:
+        raise MtkdrlError(
+            f"output_dir: cannot write into {path} ({first_line(err)}); choose a writable folder"
+        ) from None
+
+
+def state_bytes(*modules: nn.Module) -> int:
+    """Bytes of the modules' parameters and buffers, as a checkpoint stores them."""
+    return sum(t.numel() * t.element_size() for m in modules for t in m.state_dict().values())
+
+
+def check_free_space(
+    output_dir: str | Path, student: nn.Module, extra: nn.Module, keep_checkpoints: int
+) -> None:
+    """The output folder's disk holds the run's writes: `keep_checkpoints` checkpoints and one
+    being staged (each: the student, its optimizer's momentum and `extra`, e.g. the method's
+    networks and adapters) and the last and best student weights."""
+    student_size = state_bytes(student)
+    checkpoint = 2 * student_size + state_bytes(extra)
+    needed = int(MARGIN * ((keep_checkpoints + 1) * checkpoint + 2 * student_size))
+    free = shutil.disk_usage(output_dir).free
+    if free < needed:
+        raise MtkdrlError(
+            f"output_dir: {output_dir} has {format_bytes(free)} free, and the run writes about "
+            f"{format_bytes(needed)} there ({keep_checkpoints + 1} checkpoints of "
+            f"{format_bytes(checkpoint)} and the student's weights); free some space, lower "
+            "train.keep_checkpoints or choose another output_dir"
+        )
