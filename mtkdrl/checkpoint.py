@@ -243,6 +243,8 @@ class Checkpoints:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             _fsync_dir(staging)
+            if final.exists():  # left by a save killed before `latest` named it: an orphan
+                shutil.rmtree(final)
             os.replace(staging, final)
             _fsync_dir(self.root)
             write_atomic(self.root / "latest", name.encode())

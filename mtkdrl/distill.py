@@ -7,6 +7,7 @@ The loop lives in `mtkdrl.train`; this module only parses arguments and reports 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from .errors import exit_code
@@ -28,10 +29,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """0 for a finished run, 128 + the signal's number for one stopped by SIGTERM/SIGINT (after
+    its checkpoint), 2 for an error in the input."""
     args = build_parser().parse_args(argv)
-    return exit_code(
-        lambda: distill(args.recipe, args.overrides, args.resume, args.overwrite, args.dry_run)
-    )
+    outcome: dict = {}
+
+    def job() -> None:
+        outcome.update(
+            distill(args.recipe, args.overrides, args.resume, args.overwrite, args.dry_run)
+        )
+
+    code = exit_code(job)
+    return 128 + signal.Signals[outcome["signal"]] if code == 0 and "signal" in outcome else code
 
 
 if __name__ == "__main__":

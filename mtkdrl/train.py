@@ -19,6 +19,7 @@ from .preflight import check_flags, check_free_space, check_output_dir
 from .recipe import Recipe
 from .resume import restore_checkpoint, save_checkpoint
 from .run import Run, build_run
+from .signals import StopSignals
 from .step import BatchProvider, StepResult, train_step
 from .summary import write_summary
 from .version import __version__
@@ -37,22 +38,19 @@ def train(run: Run) -> dict:
     log, provider, started = StepLog(run), BatchProvider(run.train_loader), time.perf_counter()
     last_eval = None  # the last epoch's evaluation, for the summary
     try:
-        while state.epoch < cfg.epochs:
-            epoch, epoch_started = state.epoch, time.perf_counter()
-            for batch in epoch_batches(run, epoch, log):
-                log.add(train_step(run, batch, provider))
-                state.batch_in_epoch += 1
-                if not accelerator.sync_gradients:
-                    continue
-                state.global_step += 1
-                if _every(state.global_step, cfg.log_every):
-                    log.write(epoch)
-                if _every(state.global_step, cfg.checkpoint_every):
-                    save_checkpoint(run)
-                if cfg.stop_after_steps and state.global_step >= cfg.stop_after_steps:
-                    accelerator.print(f"stopped after {state.global_step} steps (stop_after_steps)")
-                    return {"stopped": True, "global_step": state.global_step}
-            last_eval = end_epoch(run, epoch, time.perf_counter() - epoch_started)
+        with StopSignals(accelerator) as signals:
+            while state.epoch < cfg.epochs:
+                epoch, epoch_started = state.epoch, time.perf_counter()
+                for batch in epoch_batches(run, epoch, log):
+                    log.add(train_step(run, batch, provider))
+                    state.batch_in_epoch += 1
+                    if not accelerator.sync_gradients:
+                        continue
+                    state.global_step += 1
+                    stopped = after_step(run, log, epoch, signals)
+                    if stopped is not None:
+                        return stopped
+                last_eval = end_epoch(run, epoch, time.perf_counter() - epoch_started)
         last_eval = last_eval or evaluate_student(run)  # a finished run, resumed
         return write_summary(run, teacher_results, last_eval, time.perf_counter() - started)
     finally:
@@ -103,6 +101,29 @@ def epoch_batches(run: Run, epoch: int, log: StepLog):
             yield batch
             progress.update(1)
             progress.set_postfix(log.postfix, refresh=False)
+
+
+def after_step(run: Run, log: StepLog, epoch: int, signals: StopSignals) -> dict | None:
+    """Logging and checkpoints on their cadence; a stop (`train.stop_after_steps`, or SIGTERM /
+    SIGINT, which write a checkpoint first) returns what `train` returns, else None."""
+    cfg, state, accelerator = run.recipe.train, run.state, run.accelerator
+    if _every(state.global_step, cfg.log_every):
+        log.write(epoch)
+    if _every(state.global_step, cfg.checkpoint_every):
+        save_checkpoint(run)
+    if signals.requested(state.global_step):
+        if not _every(state.global_step, cfg.checkpoint_every):
+            save_checkpoint(run)
+        name = signals.signal.name
+        accelerator.print(
+            f"stopped by {name} after step {state.global_step}: checkpoint written; continue with "
+            "--resume"
+        )
+        return {"stopped": True, "global_step": state.global_step, "signal": name}
+    if cfg.stop_after_steps and state.global_step >= cfg.stop_after_steps:
+        accelerator.print(f"stopped after {state.global_step} steps (stop_after_steps)")
+        return {"stopped": True, "global_step": state.global_step}
+    return None
 
 
 class StepLog:

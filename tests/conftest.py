@@ -117,6 +117,12 @@ def assert_same_state(a, b, where: str = "") -> None:
 
 
 @pytest.fixture
+def same_state():
+    """`assert_same_state`, for tests in other folders."""
+    return assert_same_state
+
+
+@pytest.fixture
 def same_students():
     """Asserts that two runs ended with the same student and the same last checkpoint (optimizer,
     method state and RNG of every process), tensor for tensor."""
