@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from .errors import MtkdrlError
 
 ALLOWED_SUFFIXES = (".safetensors", ".json")
+CHECKPOINT_DIR = "checkpoints"  # inside the run folder
 
 
 @dataclass
@@ -194,7 +195,7 @@ class Checkpoints:
 
     def __init__(self, accelerator: Accelerator, run_dir: Path) -> None:
         self.accelerator = accelerator
-        self.root = run_dir / "checkpoints"
+        self.root = run_dir / CHECKPOINT_DIR
         self.keep = max(1, accelerator.project_configuration.total_limit or 1)
 
     def latest(self) -> Path | None:
@@ -204,12 +205,6 @@ class Checkpoints:
             return None
         path = self.root / pointer.read_text().strip()
         return path if path.is_dir() else None
-
-    def clear(self) -> None:
-        """Remove every checkpoint (a run started again with --overwrite)."""
-        if self.accelerator.is_main_process:
-            shutil.rmtree(self.root, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
 
     def save(self, shared: dict[str, Any], per_rank: dict[str, Any]) -> Path:
         """Write a checkpoint; every process calls it with its own `per_rank` state."""

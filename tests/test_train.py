@@ -3,6 +3,7 @@
 import hashlib
 import json
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,9 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path, tiny_recipe):
     with pytest.raises(MtkdrlError, match=r"--resume.*--overwrite"):
         distill(recipe)
     distill(recipe, overwrite=True)
+    shutil.rmtree(tmp_path / "run" / "checkpoints")  # a finished run without its checkpoints
+    with pytest.raises(MtkdrlError, match=r"former run's recipe.yaml, .*student_best.*--overwrite"):
+        distill(recipe)
 
 
 def test_resuming_a_finished_run_evaluates_its_student_again(tmp_path, tiny_recipe):
