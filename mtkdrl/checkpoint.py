@@ -221,6 +221,8 @@ class Checkpoints:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             _fsync_dir(staging)
+            # a folder of this number is one a save wrote but died before `latest` named it
+            shutil.rmtree(final, ignore_errors=True)
             os.replace(staging, final)
             _fsync_dir(self.root)
             write_atomic(self.root / "latest", name.encode())
