@@ -4,8 +4,10 @@ import hashlib
 import json
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -112,11 +114,11 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_recipe):
     latest = tmp_path / "killed" / "checkpoints" / "latest"
     try:
         while process.poll() is None and not latest.is_file():
-            pass
+            time.sleep(0.01)
     finally:
         process.kill()
         process.wait()
-    assert process.returncode == -9, "the run ended before it could be killed"
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert latest.is_file() and not (tmp_path / "killed" / "summary.json").exists()
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr

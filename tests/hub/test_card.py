@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -232,4 +233,14 @@ def test_custom_template_and_its_errors(resnet18_run, tmp_path):
 
 
 def test_hub_cards_template_is_the_packaged_one():
-    assert (REPO_ROOT / "hub_cards" / "model_card.md").read_text() == TEMPLATE.read_text()
+    """`hub_cards/model_card.md` is a link to the template the package ships (a copy could drift
+    from what `pip install mtkdrl` renders), and the package data declares that template."""
+    linked = REPO_ROOT / "hub_cards" / "model_card.md"
+    packaged = Path(str(TEMPLATE))
+    assert linked.is_symlink() and linked.resolve() == packaged.resolve()
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text()
+    declared = re.search(r'^"mtkdrl\.hub" = \[(.*)\]$', pyproject, re.MULTILINE)
+    assert declared, "pyproject.toml declares no package data for mtkdrl.hub"
+    patterns = [item.strip().strip('"') for item in declared.group(1).split(",")]
+    package = Path(mtkdrl.__file__).parent / "hub"
+    assert any(packaged.relative_to(package).match(pattern) for pattern in patterns)
