@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from .errors import MtkdrlError, first_line
 
 ALLOWED_SUFFIXES = (".safetensors", ".json")
+CHECKPOINT_DIR = "checkpoints"  # inside the run folder
 
 
 @dataclass
@@ -206,7 +207,7 @@ class Checkpoints:
 
     def __init__(self, accelerator: Accelerator, run_dir: Path) -> None:
         self.accelerator = accelerator
-        self.root = run_dir / "checkpoints"
+        self.root = run_dir / CHECKPOINT_DIR
         self.keep = max(1, accelerator.project_configuration.total_limit or 1)
 
     def latest(self) -> Path | None:
@@ -221,12 +222,6 @@ class Checkpoints:
                 "a checkpoint folder that is there, or start again with --overwrite"
             )
         return path
-
-    def clear(self) -> None:
-        """Remove every checkpoint (a run started again with --overwrite)."""
-        if self.accelerator.is_main_process:
-            shutil.rmtree(self.root, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
 
     def save(self, shared: dict[str, Any], per_rank: dict[str, Any]) -> Path:
         """Write a checkpoint; every process calls it with its own `per_rank` state."""
@@ -243,8 +238,8 @@ class Checkpoints:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             _fsync_dir(staging)
-            if final.exists():  # left by a save killed before `latest` named it: an orphan
-                shutil.rmtree(final)
+            # a folder of this number is one a save wrote but died before `latest` named it
+            shutil.rmtree(final, ignore_errors=True)
             os.replace(staging, final)
             _fsync_dir(self.root)
             write_atomic(self.root / "latest", name.encode())

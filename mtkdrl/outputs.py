@@ -1,21 +1,40 @@
 """A run's files: the recipe it ran, the metrics log, teacher accuracies, weights and summary.
 
 Every writer here runs on the main process only; readers (`read_records`, `read_epochs`) serve
-the plot, the Hub export and the benchmarks.
+the plot, the Hub export and the benchmarks. `RUN_FILES`, `CHECKPOINT_DIR` and `TRACKER_LOGS`
+list everything mtkdrl writes into a run folder, so that a fresh run removes exactly that.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
-from .checkpoint import save_weights_atomic
+from .checkpoint import CHECKPOINT_DIR, save_weights_atomic, write_atomic
 from .errors import MtkdrlError
 
-RUN_FILES = ("metrics.jsonl", "summary.json", "teachers.json", "recipe.yaml")
+PLOT_FILE = "teacher_weights.png"  # `mtkdrl plot`'s default output, which exports publish
+RUN_FILES = (
+    "recipe.yaml",
+    "metrics.jsonl",
+    "summary.json",
+    "teachers.json",
+    "student_last.safetensors",
+    "student_best.safetensors",
+    PLOT_FILE,
+)
+# where Accelerate's trackers log inside the run folder (its `project_dir`), by tracker name;
+# the others log elsewhere (wandb under the working directory, mlflow, comet, clearml remotely)
+TRACKER_LOGS: dict[str, Callable[[Path], Path]] = {
+    "tensorboard": lambda run_dir: run_dir / run_dir.name,  # logging_dir / project name
+    "aim": lambda run_dir: run_dir / ".aim",
+}
 
 
 def read_records(run_dir: str | Path) -> list[dict]:
@@ -42,13 +61,17 @@ class RunOutputs:
         self.is_main = is_main
 
     def start(self, recipe_yaml: str) -> None:
-        """A fresh run: the folder, its recipe, and none of a former run's logs."""
+        """A fresh run: the folder, its recipe, and nothing a former run wrote there (a teacher
+        cache, keyed by what its outputs depend on, and files mtkdrl did not write stay)."""
         if not self.is_main:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("metrics.jsonl", "summary.json"):
-            (self.run_dir / stale).unlink(missing_ok=True)
-        (self.run_dir / "recipe.yaml").write_text(recipe_yaml)
+        for path in former_outputs(self.run_dir):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        write_atomic(self.run_dir / "recipe.yaml", recipe_yaml.encode())
 
     def append(self, record: dict) -> None:
         """One JSON line of `metrics.jsonl`."""
@@ -63,7 +86,7 @@ class RunOutputs:
 
     def write_teachers(self, results: list[dict]) -> None:
         if self.is_main:
-            (self.run_dir / "teachers.json").write_text(json.dumps(results, indent=2))
+            write_atomic(self.run_dir / "teachers.json", json.dumps(results, indent=2).encode())
 
     def write_student(self, student: nn.Module, architecture: str, epoch: int, best: bool) -> None:
         """`student_last.safetensors` and, when the epoch improved, `student_best.safetensors`."""
@@ -76,7 +99,30 @@ class RunOutputs:
 
     def write_summary(self, summary: dict) -> None:
         if self.is_main:
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            write_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2).encode())
+
+
+def former_outputs(run_dir: Path) -> list[Path]:
+    """What mtkdrl wrote in `run_dir` for the run there: its files (and their unfinished atomic
+    writes), its checkpoints and the logs of the trackers its recipe named."""
+    paths = [run_dir / name for name in RUN_FILES]
+    paths += [run_dir / f".{name}.tmp" for name in RUN_FILES]
+    paths.append(run_dir / CHECKPOINT_DIR)
+    trackers = _former_trackers(run_dir / "recipe.yaml")
+    if "all" in trackers:
+        trackers = list(TRACKER_LOGS)
+    paths += [TRACKER_LOGS[name](run_dir) for name in trackers if name in TRACKER_LOGS]
+    return [path for path in paths if path.exists() or path.is_symlink()]
+
+
+def _former_trackers(recipe_path: Path) -> list[str]:
+    """The `train.trackers` of the recipe a former run saved (none if it cannot be read)."""
+    try:
+        raw = yaml.safe_load(recipe_path.read_text())
+        trackers = raw["train"]["trackers"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return []
+    return [str(name) for name in trackers] if isinstance(trackers, list) else []
 
 
 def _jsonable(value: object) -> object:

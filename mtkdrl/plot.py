@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from .errors import MtkdrlError, exit_code
-from .outputs import read_epochs
+from .outputs import PLOT_FILE, read_epochs
 
 WEIGHT_KINDS = (("logit", "logit-loss weight"), ("feature", "feature-loss weight"))
 
@@ -109,7 +109,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         draw(axis)
     figure.suptitle(run_dir.name)
     figure.tight_layout()
-    target = Path(out) if out else run_dir / "teacher_weights.png"
+    target = Path(out) if out else run_dir / PLOT_FILE
     figure.savefig(target, dpi=120)
     plt.close(figure)
     return target
@@ -118,7 +118,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mtkdrl plot", description=__doc__)
     parser.add_argument("run_dir", help="a run's output_dir")
-    parser.add_argument("--out", help="PNG path (default RUN_DIR/teacher_weights.png)")
+    parser.add_argument("--out", help=f"PNG path (default RUN_DIR/{PLOT_FILE})")
     args = parser.parse_args(argv)
     return exit_code(lambda: print(f"wrote {plot_run(args.run_dir, args.out)}"))
 

@@ -21,13 +21,13 @@ from timm.scheduler.scheduler import Scheduler
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .checkpoint import Checkpoints, TrainingState
+from .checkpoint import CHECKPOINT_DIR, Checkpoints, TrainingState
 from .data import DataBundle, build_data, load_splits
 from .errors import MtkdrlError
 from .hardware import cpu_has_native_bf16
 from .methods import Method, create_method, method_class
 from .optim import build_optimizer, build_scheduler
-from .outputs import RunOutputs
+from .outputs import RUN_FILES, RunOutputs
 from .pool import (
     OutputsModel,
     TeacherPool,
@@ -122,15 +122,26 @@ def _warn_about_precision(accelerator: Accelerator) -> None:
 
 
 def check_run_dir(recipe: Recipe, resume: bool, overwrite: bool) -> None:
-    """Refuse to start over an existing run unless told to resume or overwrite it."""
-    root = Path(recipe.output_dir) / "checkpoints"
+    """Refuse to start over an existing run (a fresh start removes its files) unless told to
+    resume or overwrite it."""
+    run_dir = Path(recipe.output_dir)
+    root = run_dir / CHECKPOINT_DIR
     has_checkpoints = (root / "latest").is_file()
     if resume and not has_checkpoints:
         raise MtkdrlError(f"--resume: no checkpoint in {root}")
-    if has_checkpoints and not (resume or overwrite):
+    if resume or overwrite:
+        return
+    if has_checkpoints:
         raise MtkdrlError(
             f"output_dir {recipe.output_dir} already holds a run: pass --resume to continue it, "
             "--overwrite to start again, or choose another output_dir"
+        )
+    left = [name for name in RUN_FILES if (run_dir / name).is_file()]
+    if left:
+        raise MtkdrlError(
+            f"output_dir {recipe.output_dir} holds a former run's {', '.join(left)} and no "
+            "checkpoint to resume: pass --overwrite to start again (it removes them), or choose "
+            "another output_dir"
         )
 
 

@@ -7,7 +7,8 @@ and later epochs read them. Each entry carries the per-sample augmentation seed 
 CIFAR transform, the crop corner and flip it stands for); an entry counts only when its stored
 seed equals the one the loader used, so a stale or half-written entry is recomputed, never
 misread. The cache lives in a folder named by a hash of everything that determines the outputs
-(teacher weights, data, transform, seed, views, precision), so any change starts a new one.
+(each teacher's weights, build arguments and preprocessing, the data, transform, seed, views,
+feature stage, precision and device), so any change starts a new one.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from torch import Tensor
 
 from .data import DataBundle, sample_seed
 from .errors import MtkdrlError
-from .pool import ModelOutputs, TeacherPool
+from .pool import ModelOutputs, TeacherPool, data_config_of
 from .recipe import Recipe
 
 if TYPE_CHECKING:
@@ -408,11 +409,8 @@ def open_for_run(
         feature_dtype=cfg.feature_dtype,
         has_crops=hasattr(transform, "sample"),
     )
-    identity = _identity(recipe, data, teachers, student_cfg, accelerator)
-    if feature_stage is None:  # a logit-only cache lives beside the full one, not in its place
-        identity["logits_only"] = True
-    elif feature_stage != -1:  # so do the maps of another stage
-        identity["feature_stage"] = feature_stage
+    identity = _identity(recipe, data, teachers, feature_stage, student_cfg, accelerator)
+    identity["layout"] = asdict(layout)
     key = cache_key(identity)
     root = Path(cfg.dir) if cfg.dir else Path(recipe.output_dir) / "teacher_cache"
     folder = root / key[:16]
@@ -437,16 +435,29 @@ def _identity(
     recipe: Recipe,
     data: DataBundle,
     teachers: TeacherPool,
+    feature_stage: int | None,
     student_cfg: dict,
     accelerator: Accelerator,
 ) -> dict[str, Any]:
-    """Everything the cached outputs depend on; any change gives a new cache."""
+    """Everything the cached outputs depend on; any change gives a new cache. A teacher counts by
+    its weights, its build arguments and the inputs it is fed (its own preprocessing, which its
+    mean/std set, and any resize); `feature_stage` None is a logit-only cache, which lives beside
+    the full one."""
     cfg = recipe.data
     transform_keys = ("input_size", "mean", "std", "crop_pct", "crop_mode", "interpolation")
+    parts = zip(
+        recipe.teachers, teachers.teachers, teachers.adapters, teachers.fingerprints(), strict=True
+    )
     return {
         "teachers": [
-            {"name": name, "weights": digest}
-            for name, digest in zip(teachers.names, teachers.fingerprints(), strict=True)
+            {
+                "name": spec.name,
+                "weights": digest,
+                "kwargs": spec.kwargs,
+                "preprocessing": data_config_of(model),
+                "resize": adapter.size,
+            }
+            for spec, model, adapter, digest in parts
         ],
         "data": {
             "name": cfg.name,
@@ -467,7 +478,10 @@ def _identity(
         "seed": recipe.seed,
         "views": recipe.teacher_cache.views,
         "feature_dtype": recipe.teacher_cache.feature_dtype,
+        "feature_stage": feature_stage,
         "precision": accelerator.mixed_precision,
+        "device": accelerator.device.type,
         "channels_last": recipe.train.channels_last,
+        "compile": recipe.train.compile,
         "torch": torch.__version__,
     }

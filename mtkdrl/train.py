@@ -71,7 +71,6 @@ def start_or_resume(run: Run) -> None:
             f"resumed from {latest} (epoch {run.state.epoch}, batch {run.state.batch_in_epoch})"
         )
     else:
-        run.checkpoints.clear()
         run.outputs.start(run.recipe.to_yaml())
     run.accelerator.wait_for_everyone()
     if run.recipe.train.trackers:

@@ -1,5 +1,6 @@
 """Pickle-free encoding, atomic writes and numbered checkpoints with a `latest` pointer."""
 
+import os
 import random
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
 from safetensors.torch import load_file
 
+from mtkdrl import Recipe, distill
 from mtkdrl.checkpoint import (
     Checkpoints,
     flatten_state,
@@ -129,3 +131,46 @@ def _payload(marker: Path) -> bytes:
     pickle.loads(pickle.dumps(Plant(control))).close()
     assert control.exists()  # the payload is live: loading it runs code
     return pickle.dumps(Plant(marker))
+
+
+class SimulatedCrash(Exception):
+    """Stands for the process dying at that point of `Checkpoints.save`."""
+
+
+@pytest.mark.parametrize("dies_at", [1, 2], ids=["folder rename", "latest pointer"])
+def test_crash_inside_a_save_leaves_latest_on_a_checkpoint_that_resumes(
+    tmp_path, tiny_run, same_students, monkeypatch, dies_at
+):
+    """A run's second save (step 4) dies at its first `os.replace` (the checkpoint folder's
+    rename) or at its second (the `latest` pointer's): `latest` still names the first checkpoint,
+    whole, and `--resume` from it ends with the student of an uninterrupted run."""
+    raws = {
+        name: tiny_run(tmp_path / name, "avg", epochs=1, checkpoint_every=2, eval_teachers=False)
+        for name in ("full", "crashed")
+    }
+    distill(Recipe.from_dict(raws["full"]))
+    real_save, real_replace = Checkpoints.save, os.replace
+    calls = {"save": 0, "replace": 0}
+
+    def save(self, shared, per_rank):
+        calls["save"] += 1
+        return real_save(self, shared, per_rank)
+
+    def replace(src, dst):
+        if calls["save"] == 2:
+            calls["replace"] += 1
+            if calls["replace"] == dies_at:
+                raise SimulatedCrash(f"died before os.replace({src}, {dst})")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(Checkpoints, "save", save)
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(SimulatedCrash):
+        distill(Recipe.from_dict(raws["crashed"]))
+    monkeypatch.undo()
+    root = tmp_path / "crashed" / "checkpoints"
+    assert (root / "latest").read_text() == "checkpoint_0"
+    files = {p.name for p in (root / "checkpoint_0").iterdir()}
+    assert files == {"shared.safetensors", "shared.json", "rank0.safetensors", "rank0.json"}
+    distill(Recipe.from_dict(raws["crashed"]), resume=True)
+    same_students(tmp_path / "full", tmp_path / "crashed")

@@ -1,17 +1,18 @@
 """The teacher-output cache: exact replay of stored views, invalidation, and its refusals."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
-from mtkdrl import Recipe, TeacherPool, distill
+from mtkdrl import Recipe, TeacherPool, build_run, distill
 from mtkdrl.data import build_data, sample_seed
 from mtkdrl.data.loading import to_pixels
 from mtkdrl.errors import MtkdrlError
-from mtkdrl.recipe import DataConfig, ModelSpec
+from mtkdrl.recipe import DataConfig, ModelSpec, apply_override
 from mtkdrl.teacher_cache import CachedTeachers, CacheLayout, TeacherCache, cache_key
 
 CIFAR_CFG = {
@@ -129,14 +130,22 @@ def test_warm_cache_run_equals_the_run_that_filled_it(tmp_path, tiny_run):
 
 
 def test_fp32_cache_within_its_views_equals_an_uncached_run(tmp_path, tiny_run):
-    raw = tiny_run(tmp_path / "cached", "avg", epochs=2)
-    raw["teacher_cache"] = {"views": 2, "feature_dtype": "float32"}
-    assert distill(Recipe.from_dict(raw))["teacher_cache_misses"] == 12
-    plain = tiny_run(tmp_path / "plain", "avg", epochs=2)
+    """Within its views (epoch e shows view e, as without a cache) a float32 cache gives the live
+    teachers' numbers: the run that fills it and a run that replays every batch from it end with
+    the student of an uncached run. (Past its views a cached run replays views that an uncached
+    run never shows again, so there is nothing to compare it with.)"""
+    plain = tiny_run(tmp_path / "plain", "avg", epochs=2, eval_teachers=False)
     plain["teacher_cache"] = {"mode": "off"}
     assert distill(Recipe.from_dict(plain))["teacher_cache"] is None
-    cached, uncached = _weights(tmp_path / "cached"), _weights(tmp_path / "plain")
-    assert all(torch.equal(cached[k], uncached[k]) for k in uncached)
+    uncached = _weights(tmp_path / "plain")
+    raw = tiny_run(tmp_path / "cached", "avg", epochs=2, eval_teachers=False)
+    raw["teacher_cache"] = {"views": 2, "feature_dtype": "float32", "dir": str(tmp_path / "c")}
+    for overwrite, counts in ((False, (12, 0)), (True, (0, 12))):
+        summary = distill(Recipe.from_dict(raw), overwrite=overwrite)
+        assert (summary["teacher_cache_misses"], summary["teacher_cache_hits"]) == counts
+        cached = _weights(tmp_path / "cached")
+        for key, value in uncached.items():
+            assert torch.equal(cached[key], value), (counts, key)
 
 
 def test_changing_teachers_data_or_transform_gives_a_new_cache(tmp_path, tiny_run, teacher_file):
@@ -158,6 +167,74 @@ def test_changing_teachers_data_or_transform_gives_a_new_cache(tmp_path, tiny_ru
         folder(data={"train_transform": "timm"}),
     }
     assert base not in others and len(others) == 3
+
+
+@pytest.fixture(scope="module")
+def base_cache_key(tiny_run, tmp_path_factory):
+    """The cache key of `_key_recipe`'s run, unchanged."""
+    return _cache_key(_key_recipe(tiny_run, tmp_path_factory.mktemp("base_key")))
+
+
+def _key_recipe(tiny_run, folder: Path) -> dict:
+    raw = tiny_run(folder / "run", "avg", epochs=1, eval_teachers=False)
+    raw["teacher_cache"] = {"dir": str(folder / "cache")}
+    return raw
+
+
+def _cache_key(raw: dict) -> str:
+    """The teacher-cache key of the run a raw recipe builds (its cache's `meta.json`)."""
+    run = build_run(Recipe.from_dict(raw), overwrite=True)
+    try:
+        return json.loads((run.teacher_source.cache.folder / "meta.json").read_text())["key"]
+    finally:
+        run.teacher_source.close()
+
+
+def _other_resnet32(folder: Path, teacher_file) -> str:
+    """A resnet32_cifar checkpoint other than the shared one (one classifier bias moved)."""
+    state = load_file(teacher_file(32))
+    state["linear.bias"] = state["linear.bias"] + 0.01
+    path = folder / "other_resnet32.safetensors"
+    save_file(state, str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "same"),
+    [
+        ([], True),
+        (["teachers.1.checkpoint=__OTHER_RESNET32__"], False),
+        (["teachers.0.mean=[0.5, 0.5, 0.5]", "teachers.0.std=[0.25, 0.25, 0.25]"], False),
+        (["teachers.0.kwargs={global_pool: max}"], False),
+        (["seed=4"], False),
+        (["teacher_cache.views=2"], False),
+        (["train.mixed_precision=bf16"], False),
+        (["data.train_transform=timm"], False),
+        (["method.name=ebkd"], False),  # logit-only: no feature maps
+        (["method.name=fitnet_mkd"], False),  # the second stage's maps
+    ],
+    ids=[
+        "unchanged",
+        "teacher weights, same name",
+        "teacher mean/std",
+        "teacher kwargs",
+        "seed",
+        "views",
+        "precision",
+        "train transform",
+        "feature flag",
+        "feature stage",
+    ],
+)
+def test_cache_key_covers_everything_that_changes_a_cached_output(
+    tmp_path, tiny_run, teacher_file, base_cache_key, overrides, same
+):
+    raw = _key_recipe(tiny_run, tmp_path)
+    for item in overrides:
+        apply_override(
+            raw, item.replace("__OTHER_RESNET32__", _other_resnet32(tmp_path, teacher_file))
+        )
+    assert (_cache_key(raw) == base_cache_key) is same
 
 
 def test_logit_only_and_feature_methods_share_a_cache_folder(tmp_path, tiny_run):

@@ -3,8 +3,11 @@
 import hashlib
 import json
 import pickle
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,6 +62,9 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path, tiny_recipe):
     with pytest.raises(MtkdrlError, match=r"--resume.*--overwrite"):
         distill(recipe)
     distill(recipe, overwrite=True)
+    shutil.rmtree(tmp_path / "run" / "checkpoints")  # a finished run without its checkpoints
+    with pytest.raises(MtkdrlError, match=r"former run's recipe.yaml, .*student_best.*--overwrite"):
+        distill(recipe)
 
 
 def test_resuming_a_finished_run_evaluates_its_student_again(tmp_path, tiny_recipe):
@@ -108,11 +114,11 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_recipe):
     latest = tmp_path / "killed" / "checkpoints" / "latest"
     try:
         while process.poll() is None and not latest.is_file():
-            pass
+            time.sleep(0.01)
     finally:
         process.kill()
         process.wait()
-    assert process.returncode == -9, "the run ended before it could be killed"
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert latest.is_file() and not (tmp_path / "killed" / "summary.json").exists()
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr

@@ -26,12 +26,13 @@ from ..data import describe_split, local_source
 from ..errors import MtkdrlError, first_line
 from ..hardware import machine_info
 from ..methods import method_class
+from ..outputs import PLOT_FILE
 from ..recipe import DataConfig, MethodConfig
 from .lineage import base_model, provenance
 from .run import FinishedRun, Reference, Score, Which, eval_data_of
 
 TEMPLATE = files("mtkdrl.hub") / "templates" / "model_card.md"
-PLOT_NAME = "teacher_weights.png"
+PLOT_NAME = PLOT_FILE  # the export keeps the name of the run's plot
 TAGS = ["image-classification", "timm", "knowledge-distillation", "mtkdrl"]
 
 

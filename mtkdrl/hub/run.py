@@ -13,7 +13,7 @@ import yaml
 from ..data import describe_split
 from ..errors import MtkdrlError
 from ..evaluate import evaluate_model
-from ..outputs import read_records
+from ..outputs import PLOT_FILE, read_records
 from ..recipe import DataConfig, Recipe
 
 WEIGHT_FILES = {"best": "student_best.safetensors", "last": "student_last.safetensors"}
@@ -82,7 +82,7 @@ class FinishedRun:
     @property
     def plot(self) -> Path | None:
         """The teacher-weights plot `mtkdrl plot` drew for this run, if any."""
-        path = self.run_dir / "teacher_weights.png"
+        path = self.run_dir / PLOT_FILE
         return path if path.is_file() else None
 
 

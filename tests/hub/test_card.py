@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -105,6 +107,38 @@ def test_card_body_has_results_lineage_recipe_usage_and_plot(cifar_run, cifar_ex
     assert "@inproceedings{yang2025mtkdrl" in body
 
 
+def test_card_carries_no_local_path_and_no_token(resnet18_run, tmp_path, monkeypatch):
+    """A run whose recipe names absolute data, teacher, student, cache and output paths: nothing
+    an export writes (card, config) names the machine's folders, nor the Hub token."""
+    token = "hf_" + "T0k3n" * 6
+    monkeypatch.setenv("HF_TOKEN", token)
+    run = tmp_path / "run"
+    shutil.copytree(resnet18_run, run)
+    home = Path.home()
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe["output_dir"] = str(run)
+    recipe["student"]["checkpoint"] = str(tmp_path / "init" / "student.safetensors")
+    recipe["teachers"].append(
+        {"name": "resnet32_cifar", "checkpoint": str(home / "teachers" / "mine.safetensors")}
+    )
+    recipe["data"]["data_dir"] = str(home / "datasets")
+    recipe["teacher_cache"]["dir"] = str(home / ".cache" / "mtkdrl")
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    assert all(Path(p).is_absolute() for p in recipe["data"]["data_files"].values())
+    export_run(ExportConfig(run, "org/student", tmp_path / "e"))
+    written = {
+        p.name: p.read_text() for p in (tmp_path / "e").iterdir() if p.suffix != ".safetensors"
+    }
+    assert {"README.md", "config.json"} <= set(written)
+    local = [str(tmp_path.parents[1]), "/work", str(home), token]
+    for name, text in written.items():
+        found = [part for part in local if part in text]
+        assert not found, f"{name} names {found}"
+    shown = yaml.safe_load(written["README.md"].split("```yaml\n", 1)[1].split("\n```", 1)[0])
+    assert shown["teachers"][1]["checkpoint"] == "mine.safetensors"
+    assert shown["data"]["data_files"]["validation"] == "validation.parquet"
+
+
 def test_timm_student_card_needs_no_mtkdrl(resnet18_run, tiny_cifar, tmp_path):
     export_run(ExportConfig(resnet18_run, "org/student", tmp_path / "e"))
     meta, body = split_card((tmp_path / "e" / "README.md").read_text())
@@ -199,4 +233,14 @@ def test_custom_template_and_its_errors(resnet18_run, tmp_path):
 
 
 def test_hub_cards_template_is_the_packaged_one():
-    assert (REPO_ROOT / "hub_cards" / "model_card.md").read_text() == TEMPLATE.read_text()
+    """`hub_cards/model_card.md` is a link to the template the package ships (a copy could drift
+    from what `pip install mtkdrl` renders), and the package data declares that template."""
+    linked = REPO_ROOT / "hub_cards" / "model_card.md"
+    packaged = Path(str(TEMPLATE))
+    assert linked.is_symlink() and linked.resolve() == packaged.resolve()
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text()
+    declared = re.search(r'^"mtkdrl\.hub" = \[(.*)\]$', pyproject, re.MULTILINE)
+    assert declared, "pyproject.toml declares no package data for mtkdrl.hub"
+    patterns = [item.strip().strip('"') for item in declared.group(1).split(",")]
+    package = Path(mtkdrl.__file__).parent / "hub"
+    assert any(packaged.relative_to(package).match(pattern) for pattern in patterns)

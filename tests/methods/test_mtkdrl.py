@@ -559,18 +559,29 @@ def test_weights_logged_per_teacher():
     assert "w_logit_mean/0" not in strategy.end_epoch(2)  # the figures are per epoch
 
 
-def test_weights_are_teacher_weights():
-    """The applied weights: per-sample rows on the simplex, equal to the hand-computed mix, and
-    the ones the forward's `kd` and `feature` terms are weighted with."""
-    strategy, batch = method(), make_batch(8)
-    terms = strategy(batch, 1)
+@pytest.mark.parametrize(
+    ("name", "epoch", "row_sum"),
+    [
+        ("mtkdrl-official", 0, K),  # warm-up, `warmup_weight: one`: every weight 1
+        ("mtkdrl", 0, 1.0),  # warm-up, `warmup_weight: uniform`: every weight 1/K
+        ("mtkdrl-official", 1, 1.0),  # after the warm-up: the agent's mix, on the simplex
+    ],
+)
+def test_weights_are_teacher_weights(name, epoch, row_sum):
+    """The applied weights: B×K, non-negative, rows summing to K in the official warm-up and to 1
+    otherwise, equal to the hand-computed mix after the warm-up, and the ones the forward's `kd`
+    and `feature` terms are weighted with."""
+    strategy, batch = method(name=name), make_batch(8)
+    terms = strategy(batch, epoch)
     weights = strategy.last_weights
-    assert isinstance(weights, TeacherWeights)
-    w_l, w_f = expected_weights(strategy.agent.policy, batch)
+    if epoch < strategy.options.warmup_epochs:
+        w_l = w_f = torch.full((B, K), row_sum / K)
+    else:
+        w_l, w_f = expected_weights(strategy.agent.policy, batch)
     for got, expected in ((weights.logit, w_l), (weights.feature, w_f)):
         assert got.shape == (B, K)
         assert (got >= 0).all()
-        torch.testing.assert_close(got.sum(1), torch.ones(B), atol=1e-6, rtol=0)
+        torch.testing.assert_close(got.sum(1), torch.full((B,), float(row_sum)), atol=1e-6, rtol=0)
         torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
     ce = F.cross_entropy(batch.student.logits, batch.labels, reduction="none")
     torch.testing.assert_close(terms["ce"], ce)
