@@ -8,8 +8,6 @@ Two shortcut flavours:
   conv + BN projection where a block changes shape.
 """
 
-from __future__ import annotations
-
 from functools import partial
 from typing import Any, Literal
 
@@ -23,6 +21,7 @@ from ._cifar import CifarNet, build_cifar_model, cifar_cfg, stack_blocks
 __all__ = ["CifarBasicBlock", "CifarResNet", "ZeroPadShortcut"]
 
 ShortcutType = Literal["A", "B"]
+_STAGE_STRIDES = (1, 2, 2)
 
 
 class ZeroPadShortcut(nn.Module):
@@ -86,7 +85,7 @@ class CifarResNet(CifarNet):
         self.set_stem("act1", widths[0], reduction=1)
 
         make_block = partial(CifarBasicBlock, shortcut=shortcut)
-        for i, stride in enumerate((1, 2, 2), start=1):
+        for i, stride in enumerate(_STAGE_STRIDES, start=1):
             blocks = stack_blocks(make_block, widths[i - 1], widths[i], stride, (depth - 2) // 6)
             self.add_stage(f"layer{i}", nn.Sequential(*blocks), widths[i], stride)
 
@@ -96,9 +95,12 @@ class CifarResNet(CifarNet):
     def forward_stem(self, x: Tensor) -> Tensor:
         return self.act1(self.bn1(self.conv1(x)))
 
+    def forward_stages(self, x: Tensor) -> Tensor:
+        return self.layer3(self.layer2(self.layer1(x)))
+
 
 def _create_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    return build_cifar_model(CifarResNet, variant, pretrained, **kwargs)
+    return build_cifar_model(CifarResNet, variant, pretrained, len(_STAGE_STRIDES) + 1, **kwargs)
 
 
 default_cfgs = generate_default_cfgs(
