@@ -17,6 +17,8 @@ from timm.models import build_model_with_cfg
 from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
+from ._weights import check_classifier
+
 __all__ = ["CifarNet", "build_cifar_model", "cifar_cfg", "stack_blocks"]
 
 ModelT = TypeVar("ModelT", bound=nn.Module)
@@ -196,7 +198,7 @@ class CifarNet(nn.Module):
 def build_cifar_model(
     model_cls: type[ModelT], variant: str, pretrained: bool, num_maps: int, **kwargs: Any
 ) -> ModelT:
-    """Build a registered variant with timm.
+    """Build a registered variant with timm; pretrained weights must match their cfg's classes.
 
     `features_only=True` returns all `num_maps` feature maps (stem and stages) by default, through
     `forward_intermediates`, or through an fx graph with `feature_cls="fx"`.
@@ -206,5 +208,6 @@ def build_cifar_model(
         variant,
         pretrained,
         feature_cfg={"feature_cls": "getter", "out_indices": tuple(range(num_maps))},
+        pretrained_filter_fn=check_classifier,
         **kwargs,
     )

@@ -12,11 +12,13 @@ from functools import partial
 from typing import Any, Literal
 
 import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ConvNormAct
 from timm.models import generate_default_cfgs, register_model
 from torch import Tensor, nn
 
 from ._cifar import CifarNet, build_cifar_model, cifar_cfg, stack_blocks
+from ._weights import CIFAR10_LABELS, hub_id
 
 __all__ = ["CifarBasicBlock", "CifarResNet", "ZeroPadShortcut"]
 
@@ -103,12 +105,39 @@ def _create_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> Cif
     return build_cifar_model(CifarResNet, variant, pretrained, len(_STAGE_STRIDES) + 1, **kwargs)
 
 
+def _akamaster_cfg(name: str) -> dict[str, Any]:
+    """A CIFAR-10 ResNet of akamaster/pytorch_resnet_cifar10 (its `.th` file as safetensors)."""
+    return cifar_cfg(
+        first_conv="conv1",
+        pool_size=(8, 8),
+        hf_hub_id=hub_id(name),
+        num_classes=10,
+        label_names=CIFAR10_LABELS,
+        mean=IMAGENET_DEFAULT_MEAN,
+        std=IMAGENET_DEFAULT_STD,
+        license="bsd-2-clause",
+        origin_url="https://github.com/akamaster/pytorch_resnet_cifar10",
+        paper_ids="arXiv:1512.03385",
+        paper_name="Deep Residual Learning for Image Recognition",
+    )
+
+
+# The tagged cfgs come first so that the untagged one, marked `.*`, stays each name's default:
+# `resnet56_cifar` is a random-init model with 100 classes, `resnet56_cifar.akamaster_cifar10`
+# the CIFAR-10 weights.
 default_cfgs = generate_default_cfgs(
     {
         **{
-            f"resnet{depth}_cifar": cifar_cfg(first_conv="conv1", pool_size=(8, 8))
-            for depth in (20, 32, 44, 56, 110)
+            f"resnet{depth}_cifar.akamaster_cifar10": _akamaster_cfg(
+                f"resnet{depth}_cifar.akamaster_cifar10"
+            )
+            for depth in (20, 32, 44, 56)
         },
+        **{
+            f"resnet{depth}_cifar.*": cifar_cfg(first_conv="conv1", pool_size=(8, 8))
+            for depth in (20, 32, 44, 56)
+        },
+        "resnet110_cifar": cifar_cfg(first_conv="conv1", pool_size=(8, 8)),
         "resnet8x4_cifar": cifar_cfg(first_conv="conv1", pool_size=(8, 8)),
         "resnet32x4_cifar": cifar_cfg(first_conv="conv1", pool_size=(8, 8)),
     }
