@@ -7,7 +7,7 @@ architectures comes from timm's registry, so a newly registered one is covered w
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +27,16 @@ ExportCache = Callable[[str, nn.Module, Tensor], ExportedProgram]
 
 # Every compiled form runs the same float32 kernels on CPU as eager, up to op reordering.
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Run these tiny batches on one thread: on a busy machine, waiting for a second thread that
+    is not scheduled costs more (up to seconds per forward) than the work it would share."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
