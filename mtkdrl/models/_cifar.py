@@ -6,8 +6,6 @@ into timm's interface (`forward_features`, `forward_head`, `forward_intermediate
 families only define their layers.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -18,6 +16,8 @@ from timm.layers import create_classifier
 from timm.models import build_model_with_cfg
 from timm.models._features import feature_take_indices
 from torch import Tensor, nn
+
+from ._weights import check_classifier
 
 __all__ = ["CifarNet", "build_cifar_model", "cifar_cfg", "stack_blocks"]
 
@@ -61,11 +61,9 @@ class CifarNet(nn.Module):
     """Base of the zoo: stem -> feature stages -> head conv -> global pool -> `linear`.
 
     A subclass builds `stem` (or overrides `forward_stem`) and records it with `set_stem`, adds
-    its stages in order with `add_stage`, replaces `conv_head` if it has one, then calls
-    `init_classifier` and `init_weights`.
+    its stages in order with `add_stage` and calls them in that order in `forward_stages`, replaces
+    `conv_head` if it has one, then calls `init_classifier` and `init_weights`.
     """
-
-    stem: nn.Module
 
     def __init__(self, in_chans: int) -> None:
         super().__init__()
@@ -117,12 +115,16 @@ class CifarNet(nn.Module):
         """Map the image to the stem's feature map (feature index 0)."""
         return self.stem(x)
 
+    def forward_stages(self, x: Tensor) -> Tensor:
+        """Run the feature stages in `add_stage` order.
+
+        Each family calls its stages by name: TorchScript cannot look a submodule up by a variable.
+        """
+        raise NotImplementedError
+
     def forward_features(self, x: Tensor) -> Tensor:
         """The last spatial map before pooling: stem, every stage, then the head conv."""
-        x = self.forward_stem(x)
-        for name in self.stage_names:
-            x = getattr(self, name)(x)
-        return self.conv_head(x)
+        return self.conv_head(self.forward_stages(self.forward_stem(x)))
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """Pool the map from `forward_features`; return the embedding or the logits."""
@@ -194,13 +196,18 @@ class CifarNet(nn.Module):
 
 
 def build_cifar_model(
-    model_cls: type[ModelT], variant: str, pretrained: bool = False, **kwargs: Any
+    model_cls: type[ModelT], variant: str, pretrained: bool, num_maps: int, **kwargs: Any
 ) -> ModelT:
-    """Build a registered variant with timm; `features_only=True` wraps `forward_intermediates`."""
+    """Build a registered variant with timm; pretrained weights must match their cfg's classes.
+
+    `features_only=True` returns all `num_maps` feature maps (stem and stages) by default, through
+    `forward_intermediates`, or through an fx graph with `feature_cls="fx"`.
+    """
     return build_model_with_cfg(
         model_cls,
         variant,
         pretrained,
-        feature_cfg={"feature_cls": "getter", "out_indices": None},
+        feature_cfg={"feature_cls": "getter", "out_indices": tuple(range(num_maps))},
+        pretrained_filter_fn=check_classifier,
         **kwargs,
     )

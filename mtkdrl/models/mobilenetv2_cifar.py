@@ -6,8 +6,6 @@ blocks by resolution; the last one ends with the 320-channel linear bottleneck (
 distils), and a 1×1 head conv to 1280 channels feeds the classifier.
 """
 
-from __future__ import annotations
-
 import math
 from functools import partial
 from typing import Any
@@ -75,6 +73,9 @@ class CifarMobileNetV2(CifarNet):
         self.init_classifier(_HEAD_CHS, num_classes, global_pool, drop_rate)
         self.init_weights()
 
+    def forward_stages(self, x: Tensor) -> Tensor:
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
 
 default_cfgs = generate_default_cfgs(
     {"mobilenetv2_cifar": cifar_cfg(first_conv="stem.conv", pool_size=(2, 2))}
@@ -84,4 +85,6 @@ default_cfgs = generate_default_cfgs(
 @register_model
 def mobilenetv2_cifar(pretrained: bool = False, **kwargs: Any) -> CifarMobileNetV2:
     """MobileNetV2 ×1.0 for CIFAR (2.35 M params with 100 classes); an MTKD-RL student."""
-    return build_cifar_model(CifarMobileNetV2, "mobilenetv2_cifar", pretrained, **kwargs)
+    return build_cifar_model(
+        CifarMobileNetV2, "mobilenetv2_cifar", pretrained, len(_STAGE_SETTINGS) + 1, **kwargs
+    )

@@ -4,8 +4,6 @@ A 3×3 stride-1 stem of 64 channels, then four stages of X blocks (1×1, grouped
 squeeze-excite, 1×1; bottleneck ratio 1) with strides 1, 1, 2, 2, so a 32×32 image ends at 8×8.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -99,10 +97,14 @@ class CifarRegNet(CifarNet):
         self.init_classifier(in_chs, num_classes, global_pool, drop_rate)
         self.init_weights()
 
+    def forward_stages(self, x: Tensor) -> Tensor:
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
 
 def _create_regnet(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarRegNet:
+    num_maps = len(_STAGE_STRIDES) + 1
     return build_cifar_model(
-        CifarRegNet, variant, pretrained, model_cfg=_MODEL_CFGS[variant], **kwargs
+        CifarRegNet, variant, pretrained, num_maps, model_cfg=_MODEL_CFGS[variant], **kwargs
     )
 
 

@@ -8,21 +8,22 @@ Two shortcut flavours:
   conv + BN projection where a block changes shape.
 """
 
-from __future__ import annotations
-
 from functools import partial
 from typing import Any, Literal
 
 import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ConvNormAct
 from timm.models import generate_default_cfgs, register_model
 from torch import Tensor, nn
 
 from ._cifar import CifarNet, build_cifar_model, cifar_cfg, stack_blocks
+from ._weights import CIFAR10_LABELS, hub_id
 
 __all__ = ["CifarBasicBlock", "CifarResNet", "ZeroPadShortcut"]
 
 ShortcutType = Literal["A", "B"]
+_STAGE_STRIDES = (1, 2, 2)
 
 
 class ZeroPadShortcut(nn.Module):
@@ -86,7 +87,7 @@ class CifarResNet(CifarNet):
         self.set_stem("act1", widths[0], reduction=1)
 
         make_block = partial(CifarBasicBlock, shortcut=shortcut)
-        for i, stride in enumerate((1, 2, 2), start=1):
+        for i, stride in enumerate(_STAGE_STRIDES, start=1):
             blocks = stack_blocks(make_block, widths[i - 1], widths[i], stride, (depth - 2) // 6)
             self.add_stage(f"layer{i}", nn.Sequential(*blocks), widths[i], stride)
 
@@ -96,17 +97,47 @@ class CifarResNet(CifarNet):
     def forward_stem(self, x: Tensor) -> Tensor:
         return self.act1(self.bn1(self.conv1(x)))
 
+    def forward_stages(self, x: Tensor) -> Tensor:
+        return self.layer3(self.layer2(self.layer1(x)))
+
 
 def _create_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    return build_cifar_model(CifarResNet, variant, pretrained, **kwargs)
+    return build_cifar_model(CifarResNet, variant, pretrained, len(_STAGE_STRIDES) + 1, **kwargs)
 
 
+def _akamaster_cfg(name: str) -> dict[str, Any]:
+    """A CIFAR-10 ResNet of akamaster/pytorch_resnet_cifar10 (its `.th` file as safetensors)."""
+    return cifar_cfg(
+        first_conv="conv1",
+        pool_size=(8, 8),
+        hf_hub_id=hub_id(name),
+        num_classes=10,
+        label_names=CIFAR10_LABELS,
+        mean=IMAGENET_DEFAULT_MEAN,
+        std=IMAGENET_DEFAULT_STD,
+        license="bsd-2-clause",
+        origin_url="https://github.com/akamaster/pytorch_resnet_cifar10",
+        paper_ids="arXiv:1512.03385",
+        paper_name="Deep Residual Learning for Image Recognition",
+    )
+
+
+# The tagged cfgs come first so that the untagged one, marked `.*`, stays each name's default:
+# `resnet56_cifar` is a random-init model with 100 classes, `resnet56_cifar.akamaster_cifar10`
+# the CIFAR-10 weights.
 default_cfgs = generate_default_cfgs(
     {
         **{
-            f"resnet{depth}_cifar": cifar_cfg(first_conv="conv1", pool_size=(8, 8))
-            for depth in (20, 32, 44, 56, 110)
+            f"resnet{depth}_cifar.akamaster_cifar10": _akamaster_cfg(
+                f"resnet{depth}_cifar.akamaster_cifar10"
+            )
+            for depth in (20, 32, 44, 56)
         },
+        **{
+            f"resnet{depth}_cifar.*": cifar_cfg(first_conv="conv1", pool_size=(8, 8))
+            for depth in (20, 32, 44, 56)
+        },
+        "resnet110_cifar": cifar_cfg(first_conv="conv1", pool_size=(8, 8)),
         "resnet8x4_cifar": cifar_cfg(first_conv="conv1", pool_size=(8, 8)),
         "resnet32x4_cifar": cifar_cfg(first_conv="conv1", pool_size=(8, 8)),
     }

@@ -5,8 +5,6 @@ units (116/232/464 channels at net size 1), and a final 1×1 conv to 1024 channe
 conv is the last feature stage: its 1024×4×4 map is both the distilled map and what the head pools.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 import torch
@@ -94,6 +92,9 @@ class CifarShuffleNetV2(CifarNet):
         self.init_classifier(_FINAL_CHS, num_classes, global_pool, drop_rate)
         self.init_weights()
 
+    def forward_stages(self, x: Tensor) -> Tensor:
+        return self.final_conv(self.layer3(self.layer2(self.layer1(x))))
+
 
 default_cfgs = generate_default_cfgs(
     {"shufflenetv2_cifar": cifar_cfg(first_conv="stem.conv", pool_size=(4, 4))}
@@ -103,4 +104,7 @@ default_cfgs = generate_default_cfgs(
 @register_model
 def shufflenetv2_cifar(pretrained: bool = False, **kwargs: Any) -> CifarShuffleNetV2:
     """ShuffleNetV2 ×1 for CIFAR (1.36 M params with 100 classes); an MTKD-RL student."""
-    return build_cifar_model(CifarShuffleNetV2, "shufflenetv2_cifar", pretrained, **kwargs)
+    # The stem's map, the three stages' and the final conv's.
+    return build_cifar_model(
+        CifarShuffleNetV2, "shufflenetv2_cifar", pretrained, len(_STAGE_CHS) + 2, **kwargs
+    )

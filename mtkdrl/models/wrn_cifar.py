@@ -4,8 +4,6 @@ The final BN-ReLU closes the last stage, so the last feature map (and `forward_f
 post-activation map the head pools, as in the MTKD-RL / RepDistiller lineage.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 from timm.layers import BatchNormAct2d
@@ -15,6 +13,7 @@ from torch import Tensor, nn
 from ._cifar import CifarNet, build_cifar_model, cifar_cfg, stack_blocks
 
 __all__ = ["WideBasicBlock", "WideResNet"]
+_STAGE_STRIDES = (1, 2, 2)
 
 
 class WideBasicBlock(nn.Module):
@@ -58,7 +57,7 @@ class WideResNet(CifarNet):
         self.stem = nn.Conv2d(in_chans, widths[0], 3, padding=1, bias=False)
         self.set_stem("stem", widths[0], reduction=1)
 
-        for i, stride in enumerate((1, 2, 2), start=1):
+        for i, stride in enumerate(_STAGE_STRIDES, start=1):
             blocks = stack_blocks(
                 WideBasicBlock, widths[i - 1], widths[i], stride, (depth - 4) // 6
             )
@@ -68,9 +67,12 @@ class WideResNet(CifarNet):
         self.init_classifier(widths[-1], num_classes, global_pool, drop_rate)
         self.init_weights()
 
+    def forward_stages(self, x: Tensor) -> Tensor:
+        return self.layer3(self.layer2(self.layer1(x)))
+
 
 def _create_wrn(variant: str, pretrained: bool = False, **kwargs: Any) -> WideResNet:
-    return build_cifar_model(WideResNet, variant, pretrained, **kwargs)
+    return build_cifar_model(WideResNet, variant, pretrained, len(_STAGE_STRIDES) + 1, **kwargs)
 
 
 default_cfgs = generate_default_cfgs(
