@@ -74,9 +74,10 @@ def lines(path: Path) -> int:
 
 
 def killed_until_done(recipe: Path, run: Path, seed: int, processes: int = 1) -> int:
-    """Start the run and SIGKILL it (its whole process group) once it has logged 1-3 more steps
-    (one line each), after a further random 0-0.4 s, so that kills land anywhere in the loop:
-    a step, an evaluation, a checkpoint or cache write; resume, and again, `MIN_KILLS` times;
+    """Start the run and SIGKILL it (its whole process group) once it has logged 1-2 more lines
+    (a step or an epoch each), after a further random 0-0.4 s, so that kills land anywhere in
+    the loop: a step, an evaluation, a checkpoint or cache write; resume, and again, `MIN_KILLS`
+    times;
     then let it finish. Returns how many kills landed on a running process."""
     rng, kills = random.Random(seed), 0
     env = {**ENV, "ACCELERATE_USE_CPU": "true"}
@@ -88,7 +89,7 @@ def killed_until_done(recipe: Path, run: Path, seed: int, processes: int = 1) ->
         process = subprocess.Popen(command(recipe, *flags, processes=processes), env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                    start_new_session=True)  # fmt: skip
-        target = before + rng.randint(1, 3)
+        target = before + rng.randint(1, 2)
         while kills < MIN_KILLS and process.poll() is None and lines(metrics) < target:
             time.sleep(0.01)
         if kills < MIN_KILLS and process.poll() is None:
