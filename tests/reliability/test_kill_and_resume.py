@@ -29,9 +29,10 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM
 MIN_KILLS = 5
 
 
-def recipe_file(tmp: Path, tiny_run, name: str, method: str, seed: int) -> Path:
+def recipe_file(tmp: Path, tiny_run, name: str, method: str, seed: int, processes: int = 1) -> Path:
     raw = copy.deepcopy(tiny_run(tmp / name, method, epochs=3, checkpoint_every=1))
     raw.update(seed=seed)
+    raw["data"]["batch_size"] = 16 // processes  # 6 steps an epoch, whatever the processes
     if method == "mtkdrl":  # the agent acts and learns from the second epoch
         raw["method"]["options"] = {"warmup_epochs": 1}
     raw["train"].update(eval_teachers=False, log_every=1, keep_checkpoints=1)
@@ -113,9 +114,9 @@ def killed_until_done(recipe: Path, run: Path, seed: int, processes: int = 1) ->
 def test_sigkill_at_random_instants_resumes_to_the_same_weights(
     tmp_path, tiny_run, same_state, method, seed, processes
 ):
-    reference = recipe_file(tmp_path, tiny_run, "reference", method, seed)
+    reference = recipe_file(tmp_path, tiny_run, "reference", method, seed, processes)
     run_to_end(reference, processes)
-    killed = recipe_file(tmp_path, tiny_run, "killed", method, seed)
+    killed = recipe_file(tmp_path, tiny_run, "killed", method, seed, processes)
     kills = killed_until_done(killed, tmp_path / "killed", seed, processes)
     assert kills >= MIN_KILLS
     print(f"{method}, {processes} process(es): {kills} kills survived")
