@@ -7,7 +7,9 @@ fresh process by `python -m mtkdrl.distill` on one budget shared by all; `none` 
 so one run per seed serves every pool. Before a pool's rows, `mtkdrl cache` fills one
 teacher-output cache per (pool, seed) that every row of that pool reads. Run the same command
 with `--resume` to skip the runs that finished and continue one that was cut off: a comparison
-too long for one sitting is completed by running it again.
+too long for one sitting is completed by running it again. `results.json` is the record: each
+run's row is written there as it finishes and kept, so a later sitting on another machine (its
+`--work` empty) skips what is recorded and runs only the rest.
 
 Outputs (`--out`): `results.json` (every run's figures), `compare.md` (per pool: top-1 mean ±
 std over seeds, each seed's figure, the paired difference to `avg` at the same seed, time per
@@ -200,32 +202,74 @@ def figures(out: Path) -> dict:
     }
 
 
+def harness_threads() -> int:
+    """The CPU threads each run gets: `OMP_NUM_THREADS` where set, else the cores it may use
+    (torch's default). Time ratios are taken only between runs with the same count."""
+    return int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
+
+
+def budget(args: argparse.Namespace) -> dict:
+    return {k: getattr(args, k) for k in ("subset", "epochs", "batch_size", "views", "seeds")}
+
+
+def recorded_rows(args: argparse.Namespace) -> dict[tuple, dict]:
+    """The rows of `results.json` in `--out`, by (pool, method, seed), when it was made at this
+    budget (its seeds aside); none otherwise."""
+    path = Path(args.out) / "results.json"
+    if not path.is_file():
+        return {}
+    record = json.loads(path.read_text())
+    same = {k: v for k, v in record["budget"].items() if k != "seeds"}
+    if same != {k: v for k, v in budget(args).items() if k != "seeds"}:
+        raise SystemExit(
+            f"{path} was made at budget {record['budget']}, not {budget(args)}: "
+            "pass another --out or the same budget"
+        )
+    return {(r["pool"], r["method"], r["seed"]): r for r in record["results"]}
+
+
+def save_rows(rows: dict[tuple, dict], args: argparse.Namespace) -> None:
+    """Write the record atomically, so a kill never leaves it half-written."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = sorted({seed for (_, _, seed) in rows} | set(args.seeds))
+    record = {"budget": {**budget(args), "seeds": seeds}, "results": list(rows.values())}
+    partial = out / "results.json.partial"
+    partial.write_text(json.dumps(record, indent=2))
+    partial.replace(out / "results.json")
+
+
 def run_all(pools: dict[str, list[dict]], args: argparse.Namespace) -> list[dict]:
-    """Train every missing run (or, with `--report`, only collect the finished ones)."""
-    results = []
+    """Train every run not yet recorded (or, with `--report`, only collect finished ones),
+    recording each row as it finishes."""
+    rows = recorded_rows(args)
     for pool, specs in pools.items():
+        missing = [
+            (seed, method)
+            for seed in args.seeds
+            for method in args.methods
+            if (pool, method, seed) not in rows
+        ]
+        if not missing:
+            continue
         teachers = resolve_pool(specs, args) if not args.report else specs
-        for seed in args.seeds:
+        for seed, method in missing:
+            out = run_dir(pool, method, seed, args)
             if not args.report:
                 fill_cache(pool, teachers, seed, args)
-            for method in args.methods:
-                out = run_dir(pool, method, seed, args)
                 overrides = [
                     *pool_overrides(pool, teachers, args),
                     *METHODS[method],
                     f"seed={seed}",
                 ]
                 started = time.perf_counter()
-                if not args.report:
-                    run_distill(RECIPE, overrides, out, args.resume)
-                if not (out / "summary.json").is_file():
-                    continue
+                run_distill(RECIPE, overrides, out, args.resume)
+                print(f"{pool} / {method} / seed {seed}: {time.perf_counter() - started:.0f} s")
+            if (out / "summary.json").is_file():
                 row = {"pool": pool, "method": method, "seed": seed, **figures(out)}
-                print(
-                    json.dumps({**row, "wall_s": round(time.perf_counter() - started)}), flush=True
-                )
-                results.append(row)
-    return results
+                rows[(pool, method, seed)] = {**row, "threads": harness_threads()}
+                save_rows(rows, args)
+    return [r for r in rows.values() if r["pool"] in pools and r["seed"] in args.seeds]
 
 
 def _mean_std(values: list[float]) -> str:
@@ -289,7 +333,11 @@ def summary_table(results: list[dict], pools: list[str], seeds: list[int]) -> st
 
 
 def _ratio(runs: dict, base: dict, key: str) -> str:
-    if not base:
+    """Mean over runs against mean over `avg`'s; a time only from runs with as many threads."""
+    if key == "epoch_seconds":
+        threads = {r["threads"] for r in base.values()}
+        runs = {s: r for s, r in runs.items() if r["threads"] in threads}
+    if not base or not runs:
         return "-"
     ours = statistics.mean(r[key] for r in runs.values())
     return f"{ours / statistics.mean(r[key] for r in base.values()):.2f}x"
@@ -326,12 +374,11 @@ def plot(results: list[dict], path: Path) -> None:
 def write_outputs(results: list[dict], args: argparse.Namespace, pools: list[str]) -> str:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    budget = {k: getattr(args, k) for k in ("subset", "epochs", "batch_size", "views", "seeds")}
-    (out / "results.json").write_text(json.dumps({"budget": budget, "results": results}, indent=2))
     header = (
         f"ResNet-20 student, {args.subset} shared CIFAR-10 training images x {args.epochs} epochs, "
         f"batch {args.batch_size}, SGD 0.05 cosine, teacher cache of {args.views} views, seeds "
-        f"{', '.join(map(str, args.seeds))}; top-1 at the last epoch on the 5,000 val images. "
+        f"{', '.join(map(str, args.seeds))}; top-1 at the last epoch on the 5,000 val images; "
+        "time per epoch against `avg`'s only from runs on as many CPU threads. "
         "`python bench/compare.py --resume`"
     )
     markdown = "\n\n".join([header, *(pool_table(p, results, args.seeds) for p in pools)]) + "\n"
