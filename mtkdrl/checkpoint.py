@@ -127,7 +127,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- files
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (files created, renamed or removed in it) durable."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
@@ -135,9 +136,22 @@ def _fsync_dir(path: Path) -> None:
         os.close(descriptor)
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_file(path: Path) -> None:
+    """Make a file's contents durable."""
     with open(path, "rb+") as handle:
         os.fsync(handle.fileno())
+
+
+def make_dirs_durable(path: Path) -> None:
+    """`mkdir -p`, with each folder it creates made durable in its parent, so that a power cut
+    cannot lose a folder whose files were synced."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        folder.mkdir(exist_ok=True)
+        fsync_dir(folder.parent)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -148,7 +162,7 @@ def write_atomic(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def save_weights_atomic(
@@ -158,9 +172,9 @@ def save_weights_atomic(
     tmp = path.with_name(f".{path.name}.tmp")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(tmp), metadata=metadata)
-    _fsync_file(tmp)
+    fsync_file(tmp)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _write_pair(folder: Path, stem: str, state: Any) -> None:
@@ -168,7 +182,7 @@ def _write_pair(folder: Path, stem: str, state: Any) -> None:
     save_file(tensors, str(folder / f"{stem}.safetensors"))
     (folder / f"{stem}.json").write_text(json.dumps(skeleton))
     for suffix in ALLOWED_SUFFIXES:
-        _fsync_file(folder / f"{stem}{suffix}")
+        fsync_file(folder / f"{stem}{suffix}")
 
 
 def _read_pair(folder: Path, stem: str) -> Any:
@@ -231,17 +245,17 @@ class Checkpoints:
         final, staging = self.root / name, self.root / f".{name}.partial"
         if accelerator.is_main_process:
             shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
+            make_dirs_durable(staging)
             _write_pair(staging, "shared", shared)
         accelerator.wait_for_everyone()
         _write_pair(staging, f"rank{accelerator.process_index}", per_rank)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            _fsync_dir(staging)
+            fsync_dir(staging)
             # a folder of this number is one a save wrote but died before `latest` named it
             shutil.rmtree(final, ignore_errors=True)
             os.replace(staging, final)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
             write_atomic(self.root / "latest", name.encode())
             self._prune(keep_name=name)
         config.iteration += 1

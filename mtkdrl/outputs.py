@@ -8,6 +8,7 @@ list everything mtkdrl writes into a run folder, so that a fresh run removes exa
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,13 @@ import torch
 import yaml
 from torch import nn
 
-from .checkpoint import CHECKPOINT_DIR, save_weights_atomic, write_atomic
+from .checkpoint import (
+    CHECKPOINT_DIR,
+    fsync_file,
+    make_dirs_durable,
+    save_weights_atomic,
+    write_atomic,
+)
 from .errors import MtkdrlError
 
 PLOT_FILE = "teacher_weights.png"  # `mtkdrl plot`'s default output, which exports publish
@@ -38,11 +45,25 @@ TRACKER_LOGS: dict[str, Callable[[Path], Path]] = {
 
 
 def read_records(run_dir: str | Path) -> list[dict]:
-    """Every record of a run's `metrics.jsonl`, in order."""
+    """Every record of a run's `metrics.jsonl`, in order; a last line without its newline (a
+    write that a kill cut short) is not a record."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise MtkdrlError(f"RUN_DIR: {run_dir} has no metrics.jsonl (is it a run's output_dir?)")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text(errors="replace")
+    complete = text[: text.rfind("\n") + 1]
+    records = []
+    for number, line in enumerate(complete.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise MtkdrlError(
+                f"RUN_DIR: {path} line {number} is not a JSON record ({err.msg}); remove that "
+                "line, or resume the run (--resume cuts the log back to its last checkpoint)"
+            ) from None
+    return records
 
 
 def read_epochs(run_dir: str | Path) -> list[dict]:
@@ -65,7 +86,7 @@ class RunOutputs:
         cache, keyed by what its outputs depend on, and files mtkdrl did not write stay)."""
         if not self.is_main:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs_durable(self.run_dir)
         for path in former_outputs(self.run_dir):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
@@ -78,6 +99,22 @@ class RunOutputs:
         if self.is_main:
             with open(self.run_dir / "metrics.jsonl", "a") as handle:
                 handle.write(json.dumps(record, default=_jsonable) + "\n")
+
+    def log_length(self) -> int:
+        """The metrics log's size in bytes, made durable (0 on other ranks): a checkpoint records
+        it, so that resuming from it can cut the log back to what it had seen."""
+        path = self.run_dir / "metrics.jsonl"
+        if not self.is_main or not path.is_file():
+            return 0
+        fsync_file(path)
+        return path.stat().st_size
+
+    def cut_log(self, length: int) -> None:
+        """Drop what the log gained after the checkpoint a run resumes from: the records the
+        resumed run writes again, and any line a kill left half-written."""
+        path = self.run_dir / "metrics.jsonl"
+        if self.is_main and path.is_file() and path.stat().st_size > length:
+            os.truncate(path, length)
 
     def teachers(self) -> list[dict] | None:
         """The teachers' accuracies measured earlier in this run, if any."""

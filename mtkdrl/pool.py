@@ -355,7 +355,8 @@ class TeacherPool:
             except (RuntimeError, AssertionError, ValueError) as err:
                 raise MtkdrlError(
                     f"teacher {name!r} cannot take the student's {height}x{width} inputs: "
-                    f"{first_line(err)}"
+                    f"{first_line(err)}; use a teacher that takes them, or a student whose "
+                    "input size this teacher can take"
                 ) from None
         return outputs
 

@@ -23,6 +23,7 @@ def save_checkpoint(run: Run) -> Path:
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
         "loop": run.state.state_dict(),
+        "log_length": run.outputs.log_length(),
     }
     per_rank = {
         "method": {"module": run.method.state_dict(), "extra": run.method.extra_state()},
@@ -33,7 +34,8 @@ def save_checkpoint(run: Run) -> Path:
 
 def restore_checkpoint(run: Run, path: Path) -> None:
     """Put the run back where checkpoint `path` left it: weights, optimizer, schedule, loop
-    counters, the method's state and this process's random generators."""
+    counters, the method's state and this process's random generators; the metrics log is cut
+    back to what the checkpoint had seen."""
     shared, per_rank = run.checkpoints.load(path)
     try:
         run.unwrapped_student().load_state_dict(shared["student"])
@@ -48,6 +50,7 @@ def restore_checkpoint(run: Run, path: Path) -> None:
         ) from None
     run.scheduler.load_state_dict(shared["scheduler"])
     run.state.load_state_dict(shared["loop"])
+    run.outputs.cut_log(shared["log_length"])
     try:
         run.method.load_state_dict(per_rank["method"]["module"])
         run.method.load_extra_state(per_rank["method"]["extra"])

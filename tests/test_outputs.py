@@ -4,10 +4,13 @@ new run's, and nothing that mtkdrl did not write is touched."""
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from safetensors import safe_open
 
 from mtkdrl import Recipe, distill
+from mtkdrl.errors import MtkdrlError
+from mtkdrl.outputs import read_records
 from mtkdrl.plot import plot_run
 
 
@@ -55,3 +58,12 @@ def test_overwrite_starts_from_a_clean_run_folder(tmp_path, tiny_run, teacher_fi
     assert [t["name"] for t in summary["teachers"]] == names
     with safe_open(str(out / "student_best.safetensors"), framework="pt") as handle:
         assert handle.metadata()["epoch"] == "0"  # the second run's only epoch
+
+
+def test_a_torn_last_line_is_not_a_record_and_a_bad_line_is_named(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "lo')
+    assert read_records(tmp_path) == [{"step": 1}, {"step": 2}]
+    log.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
+    with pytest.raises(MtkdrlError, match=r"metrics\.jsonl line 2 is not a JSON record"):
+        read_records(tmp_path)

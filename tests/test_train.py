@@ -141,10 +141,11 @@ def test_seeded_runs_are_reproducible_in_bf16(tmp_path, tiny_recipe):
 
 
 def test_channels_last_trains_like_the_default_layout(tmp_path, tiny_recipe):
-    """NHWC student and teachers: the same losses up to float reordering, weights stay NHWC."""
+    """NHWC student and teachers: the same losses up to float reordering over the first two
+    steps (later ones, SGD amplifies the rounding chaotically), weights stay NHWC."""
     losses = {}
     for layout in (False, True):
-        recipe = tiny_recipe(tmp_path / str(layout), epochs=1, stop_after_steps=4)
+        recipe = tiny_recipe(tmp_path / str(layout), epochs=1, stop_after_steps=2, log_every=1)
         recipe.train.channels_last = layout
         recipe.teacher_cache.mode = "off"
         run = build_run(recipe)
@@ -153,8 +154,8 @@ def test_channels_last_trains_like_the_default_layout(tmp_path, tiny_recipe):
         conv = run.teachers.teachers[0].conv1.weight
         assert conv.is_contiguous(memory_format=torch.channels_last) == layout
     assert len(losses[True]) == 2
-    assert losses[True][0] == pytest.approx(losses[False][0], rel=1e-4)  # steps 1-2
-    assert losses[True][1] == pytest.approx(losses[False][1], rel=1e-2)  # SGD amplifies rounding
+    assert losses[True][0] == pytest.approx(losses[False][0], rel=1e-5)  # no update yet
+    assert losses[True][1] == pytest.approx(losses[False][1], rel=1e-3)  # after one
 
 
 def _pinned_recipe(tiny_run, out: Path, method: str, cache: str) -> Recipe:
@@ -176,10 +177,16 @@ def _weights_digest(path: Path) -> str:
 @pytest.mark.parametrize("method", ["avg", "mtkdrl-official"])
 def test_students_match_the_pinned_runs(tmp_path, tiny_run, method, cache):
     """The same seeded runs as before the run/method redesign give the same students: byte for
-    byte on the machine kind the hashes were recorded on, tensor norms to 1e-4 anywhere."""
+    byte on the machine kind the hashes were recorded on, tensor norms to 1e-4 anywhere, both at
+    the thread count they were recorded with."""
     pinned = json.loads(PINNED.read_text())
     key = f"{method}, cache {cache}"
-    distill(_pinned_recipe(tiny_run, tmp_path / "run", method, cache))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(pinned["threads"])
+    try:
+        distill(_pinned_recipe(tiny_run, tmp_path / "run", method, cache))
+    finally:
+        torch.set_num_threads(threads)
     student = tmp_path / "run" / "student_last.safetensors"
     norms = {k: float(v.double().norm()) for k, v in sorted(load_file(str(student)).items())}
     for name, expected in pinned["norms"][key].items():

@@ -27,7 +27,8 @@ Transform = Callable[[np.ndarray, int], Tensor]
 
 
 def to_pixels(image: Any) -> np.ndarray:
-    """A decoded or encoded image cell (PIL, `{'bytes': ...}`, array) as HxWx3 uint8."""
+    """A decoded or encoded image cell (PIL, `{'bytes': ...}`, array) as HxWx3 uint8: grey-scale,
+    palette, CMYK and alpha images converted to RGB as PIL converts them."""
     if isinstance(image, dict):
         image = (
             Image.open(io.BytesIO(image["bytes"]))
@@ -37,7 +38,9 @@ def to_pixels(image: Any) -> np.ndarray:
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
     pixels = np.asarray(image, dtype=np.uint8)
-    return np.repeat(pixels[..., None], 3, axis=-1) if pixels.ndim == 2 else pixels
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:  # HxWx1 grey-scale
+        pixels = pixels[..., 0]
+    return np.asarray(Image.fromarray(pixels).convert("RGB"))
 
 
 def check_labels(labels: np.ndarray, info: SplitInfo, field: str) -> None:

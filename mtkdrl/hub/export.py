@@ -21,6 +21,7 @@ from timm.models import save_for_hf
 from torch import nn
 
 from .. import __version__
+from ..checkpoint import fsync_dir, fsync_file
 from ..data import load_splits
 from ..errors import MtkdrlError, exit_code
 from ..pool import create_model, data_config_of, load_checkpoint
@@ -94,6 +95,9 @@ def export_run(config: ExportConfig) -> Export:
     options = config.options
     run = read_run(config.run_dir)
     out = Path(config.out)
+    staging, former = out.with_name(f".{out.name}.partial"), out.with_name(f".{out.name}.former")
+    if former.is_dir() and not out.exists():  # a kill between the last swap's two renames
+        os.replace(former, out)
     _check_target(out, run.run_dir, options.overwrite)
     references = [read_reference(k, v, run) for k, v in options.references.items()]
     model = build_student(run, options.weights)
@@ -101,8 +105,8 @@ def export_run(config: ExportConfig) -> Export:
     notes: list[str] = []
     names = _label_names(run.recipe.data, model.num_classes, notes)
     num_params = sum(p.numel() for p in model.parameters())
-    staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(former, ignore_errors=True)  # a kill after the last swap's second rename
     try:
         _save_for_hf(model, staging, _model_config(run, options.weights, score, names, num_params))
         _drop_source_metadata(staging / "config.json", options.license)
@@ -122,13 +126,27 @@ def export_run(config: ExportConfig) -> Export:
             plot=run.plot is not None,
         )
         (staging / "README.md").write_text(render_card(context, options.template))
+        for path in staging.iterdir():
+            fsync_file(path)
+        fsync_dir(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(staging, out)
+    _swap_into_place(staging, out, former)
     return Export(folder=out, score=score, notes=notes)
+
+
+def _swap_into_place(staging: Path, out: Path, former: Path) -> None:
+    """Put the finished export at `out` by renames, so that a kill leaves the former export or
+    the new one whole: at `out`, or, between the two renames, the former one beside it, where the
+    next export puts it back before anything else."""
+    replacing = out.exists()
+    if replacing:
+        os.replace(out, former)
+    os.replace(staging, out)
+    fsync_dir(out.parent)
+    if replacing:
+        shutil.rmtree(former)
 
 
 def _save_for_hf(model: nn.Module, folder: Path, model_config: dict) -> None:

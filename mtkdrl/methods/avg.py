@@ -25,6 +25,7 @@ class AverageTeachers(Method):
     name = "avg"
     description = "AVER: every teacher weighted 1/K, for the logit and the feature loss"
     Options = AverageOptions
+    equal_logit_weights = True
 
     @property
     def uses_features(self) -> bool:

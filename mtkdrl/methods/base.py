@@ -177,6 +177,9 @@ class Method(nn.Module, abc.ABC):
     min_teachers_reason: ClassVar[str] = ""  # why, for the one line a smaller pool gets
     fixed_logit_loss: ClassVar[str] = ""  # the logit loss it always uses ("": the recipe's)
     needs_fixed_temperature: ClassVar[str] = ""  # why, where a temperature policy cannot apply
+    # logit weights equal over the teachers whatever the batch: a policy's ensemble is then their
+    # plain mean, with no trial pass
+    equal_logit_weights: ClassVar[bool] = False
 
     def __init__(self, context: MethodContext, options: Any) -> None:
         if context.num_teachers < self.min_teachers:
@@ -233,11 +236,13 @@ class Method(nn.Module, abc.ABC):
     def ensemble_probabilities(self, batch: DistillBatch, epoch: int) -> Tensor:
         """The teachers' softmax at T = 1 mixed by this method's logit weights (B×C), for a
         temperature policy's state: the weights come from a trial pass at the fixed T that leaves
-        the method's running state as it was."""
+        the method's running state as it was (none for `equal_logit_weights`)."""
+        probs = torch.stack([t.logits.float().softmax(dim=1) for t in batch.teachers], dim=1)
+        if self.equal_logit_weights:
+            return probs.mean(dim=1)
         with torch.no_grad(), self.look_ahead():
             terms = self.terms_at(batch, epoch, self.context.temperature)
             weights = self.teacher_weights(batch, terms, epoch).logit.detach().float()
-        probs = torch.stack([t.logits.float().softmax(dim=1) for t in batch.teachers], dim=1)
         mixed = (weights.unsqueeze(2) * probs).sum(dim=1)
         return mixed / weights.sum(dim=1, keepdim=True).clamp_min(1e-12)
 

@@ -24,6 +24,7 @@ class HintonKD(Method):
     name = "kd"
     description = "KD (Hinton et al. 2015): one teacher's softened logits, T²-scaled KL"
     citation = HINTON_CITATION
+    equal_logit_weights = True
 
     def __init__(self, context: MethodContext, options: NoOptions) -> None:
         if context.num_teachers != 1:

@@ -75,6 +75,12 @@ class RLOptions:
             )
 
 
+def adam(module: nn.Module, lr: float) -> torch.optim.Adam:
+    """Adam over the module, one fused kernel per step for all its tensors (the agent's models are
+    small, so per-tensor launches would dominate a learning step)."""
+    return torch.optim.Adam(module.parameters(), lr=lr, foreach=True)
+
+
 def mlp(width: int, hidden: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Linear(width, hidden),
@@ -198,11 +204,11 @@ class RLTemperature(TemperaturePolicy):
         self.actor = SquashedGaussianActor(options.hidden, options.t_max)
         self.critic = mlp(STATE_WIDTH, options.hidden)
         self.redistribution = RewardRedistribution()
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=options.actor_lr)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=options.critic_lr)
-        self.redistribution_optimizer = torch.optim.Adam(self.redistribution.parameters(), lr=1e-3)
+        self.actor_optimizer = adam(self.actor, options.actor_lr)
+        self.critic_optimizer = adam(self.critic, options.critic_lr)
+        self.redistribution_optimizer = adam(self.redistribution, 1e-3)
         self.detector = CriticalStateDetector()
-        self.detector_optimizer = torch.optim.Adam(self.detector.parameters(), lr=1e-3)
+        self.detector_optimizer = adam(self.detector, 1e-3)
         self.remix = None
         if options.remix_every:
             if not context.random_access:
@@ -214,16 +220,17 @@ class RLTemperature(TemperaturePolicy):
         self._seen: tuple[Tensor, Tensor] | None = None  # this batch's (indices, logits)
         seed = int(torch.randint(0, 2**62, (1,)).item()) + context.process_index
         self.generator = torch.Generator().manual_seed(seed)
-        self.previous_accuracy: float | None = None
+        self.previous_accuracy: Tensor | float | None = None  # a float after a resume
         self.updates = 0
         self.sums = torch.zeros(3 + HISTOGRAM_BINS, dtype=torch.float64)  # n, ΣT, ΣT², histogram
         self._pending: Trajectory | None = None  # this batch's, until `observe`
-        self._accuracy: float | None = None
+        self._accuracy: Tensor | None = None
 
     # ---------------------------------------------------------------- acting
     def choose(self, seen: PolicyInput) -> float | Tensor:
         logits = seen.student_logits.detach().float()
-        self._accuracy = float((logits.argmax(dim=1) == seen.labels).float().mean())
+        # a tensor: read on the host only in a learning step, so acting never waits on the device
+        self._accuracy = (logits.argmax(dim=1) == seen.labels).float().mean()
         self._pending = None
         self._seen = None if seen.indices is None else (seen.indices, logits)
         if seen.epoch < self.options.warmup_epochs:
@@ -273,7 +280,7 @@ class RLTemperature(TemperaturePolicy):
         learning = (epoch + 1) % self.options.rl_every == 0
         if learning and pending is not None and previous is not None:
             scale = reward_scale(epoch, self.options.reward_schedule)
-            self.update(pending, (accuracy - previous) * scale)
+            self.update(pending, float(accuracy - previous) * scale)
 
     def update(self, trajectory: Trajectory, reward: float) -> None:
         """PPO on one batch's trajectory. `credit: trajectory` (official): the batch's `reward`
@@ -352,7 +359,7 @@ class RLTemperature(TemperaturePolicy):
             for param in module.parameters():
                 if param.grad is not None:
                     param.grad = self.context.reduce(param.grad)
-        nn.utils.clip_grad_norm_(module.parameters(), self.options.max_grad_norm)
+        nn.utils.clip_grad_norm_(module.parameters(), self.options.max_grad_norm, foreach=True)
         optimizer.step()
 
     # ---------------------------------------------------------------- logging, state
@@ -384,7 +391,9 @@ class RLTemperature(TemperaturePolicy):
             "detector_optimizer": self.detector_optimizer.state_dict(),
             "remix": {} if self.remix is None else self.remix.state(),
             "generator": self.generator.get_state(),
-            "previous_accuracy": self.previous_accuracy,
+            "previous_accuracy": None
+            if self.previous_accuracy is None
+            else float(self.previous_accuracy),
             "updates": self.updates,
             "sums": self.sums,
         }

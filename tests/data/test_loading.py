@@ -172,3 +172,31 @@ def test_eval_loader_uses_timm_eval_transform(tiny_cifar):
     assert torch.equal(indices, torch.arange(64))
     row = load_splits(cfg, train=False)[1][0]["img"]
     torch.testing.assert_close(images[0], EvalTransform(CIFAR_CFG)(np.asarray(row.convert("RGB"))))
+
+
+@pytest.mark.parametrize("cache_decoded", [False, True])
+def test_grey_palette_cmyk_and_alpha_images_become_rgb(tmp_path, cache_decoded):
+    import io
+
+    modes = ["L", "LA", "P", "CMYK", "RGBA", "RGB"]
+    cells = []
+    for mode in modes:
+        raw = io.BytesIO()
+        Image.new(mode, (32, 32), 90 if mode in ("L", "P") else None).save(
+            raw, format="JPEG" if mode == "CMYK" else "PNG"
+        )
+        cells.append({"bytes": raw.getvalue(), "path": None})
+    table = pa.table({"img": cells, "label": list(range(len(modes)))})
+    for split in ("train", "validation"):
+        pq.write_table(table, tmp_path / f"{split}.parquet")
+    files = {s: str(tmp_path / f"{s}.parquet") for s in ("train", "validation")}
+    cfg = parquet_cfg(files, cache_decoded=cache_decoded, train_transform="cifar")  # no jitter
+    dataset = build_data(cfg, CIFAR_CFG, seed=0).train_loader.dataset
+    mean, std = (torch.tensor(CIFAR_CFG[k]).view(3, 1, 1) for k in ("mean", "std"))
+    for index, mode in enumerate(modes):
+        image = dataset[index][0]
+        assert image.shape == (3, 32, 32), mode
+    grey = dataset[modes.index("L")][0] * std + mean  # back to [0, 1]: equal channels
+    torch.testing.assert_close(grey[0], grey[1], atol=1e-6, rtol=0)
+    torch.testing.assert_close(grey[1], grey[2], atol=1e-6, rtol=0)
+    assert abs(grey.max().item() - 90 / 255) < 1e-6

@@ -4,7 +4,8 @@ A short real run (two shared teachers, the shared CIFAR-10 slices, a checkpoint 
 evaluation every epoch, a teacher cache being filled) is sent SIGKILL after random delays,
 whatever it is doing (a step, evaluation, a checkpoint or cache write), and resumed each time,
 until it finishes; its student and its method's state (MTKD-RL's agent) must then equal those
-of an uninterrupted run of the same seed, tensor for tensor. SIGTERM instead writes a checkpoint
+of an uninterrupted run of the same seed, tensor for tensor, and its metrics log that run's
+record for record (wall-clock times aside). SIGTERM instead writes a checkpoint
 and exits with 128 + 15.
 """
 
@@ -24,6 +25,7 @@ import yaml
 from safetensors.torch import load_file
 
 from mtkdrl.checkpoint import _read_pair
+from mtkdrl.outputs import read_records
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 MIN_KILLS = 5
@@ -68,6 +70,11 @@ def final_state(run: Path) -> dict:
         **{rank: _read_pair(last, rank)["method"] for rank in ranks},
         "loop": _read_pair(last, "shared")["loop"],
     }
+
+
+def log_without_timings(run: Path) -> list[dict]:
+    """The run's metrics log, less the figures that are wall-clock times."""
+    return [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in read_records(run)]
 
 
 def lines(path: Path) -> int:
@@ -123,6 +130,7 @@ def test_sigkill_at_random_instants_resumes_to_the_same_weights(
     expected, got = final_state(tmp_path / "reference"), final_state(tmp_path / "killed")
     assert got["loop"]["global_step"] == expected["loop"]["global_step"]
     same_state(expected, got, "final")
+    assert log_without_timings(tmp_path / "killed") == log_without_timings(tmp_path / "reference")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -154,3 +162,49 @@ def test_sigterm_and_sigint_write_a_checkpoint_and_exit_cleanly(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     expected, got = final_state(tmp_path / "reference"), final_state(tmp_path / "stopped")
     same_state(expected, got, "final")
+
+
+def export_command(run: Path, out: Path, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "mtkdrl", "export", str(run), "--repo-id", "someone/mtkdrl-x",
+            "--out", str(out), *flags]  # fmt: skip
+
+
+def export_files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_sigkill_during_export_leaves_an_export_whole(tmp_path, tiny_run):
+    """An export replacing an earlier one is killed at random instants of its writing: each time
+    the folder holds the earlier export or the new one, whole; the export that finishes equals an
+    uninterrupted one, with nothing left beside it."""
+    from mtkdrl import Recipe, distill
+
+    raw = tiny_run(tmp_path / "run", "avg", epochs=1)
+    raw["train"]["eval_teachers"] = False
+    distill(Recipe.from_dict(raw))
+    reference, out = tmp_path / "reference", tmp_path / "export"
+    for folder in (reference, out):
+        done = subprocess.run(export_command(tmp_path / "run", folder), env=ENV,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+    whole = export_files(reference)
+    staging = tmp_path / ".export.partial"
+    rng, kills = random.Random(0), 0
+    while kills < MIN_KILLS:
+        process = subprocess.Popen(export_command(tmp_path / "run", out, "--overwrite"), env=ENV,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True)  # fmt: skip
+        while process.poll() is None and not staging.exists():
+            time.sleep(0.002)  # its writing has begun
+        time.sleep(rng.uniform(0.0, 0.05))
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            kills += 1
+        shown = out if out.exists() else tmp_path / ".export.former"
+        assert export_files(shown) == whole  # the earlier export (equal to the new), whole
+    done = subprocess.run(export_command(tmp_path / "run", out, "--overwrite"), env=ENV,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert export_files(out) == whole
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".export")) == []

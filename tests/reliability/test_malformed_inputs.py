@@ -10,7 +10,6 @@ split decoded lazily (`data.cache_decoded: false`) is found when first read, mid
 from __future__ import annotations
 
 import copy
-import io
 import pickle
 import re
 import shutil
@@ -22,7 +21,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from PIL import Image
 
 from mtkdrl.cli import main
 
@@ -60,12 +58,6 @@ def replace_column(table: pa.Table, column: str, values: list) -> pa.Table:
     field = table.schema.field(column)
     index = table.schema.get_field_index(column)
     return table.set_column(index, field, pa.array(values, type=field.type))
-
-
-def png_bytes(mode: str) -> bytes:
-    buffer = io.BytesIO()
-    Image.new(mode, (32, 32), 128).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 # ------------------------------------------------------------------------------------- recipe
@@ -126,6 +118,12 @@ def _(tmp, raw, patch):
 def _(tmp, raw, patch):
     raw["data"]["num_classes"] = 100  # the teachers' files have 10-class heads
     return distill(tmp, raw), "num_classes"
+
+
+@case("incompatible input sizes")
+def _(tmp, raw, patch):
+    raw["teachers"][1] = {"name": "inception_v3"}  # shrinks 32x32 inputs below its kernels
+    return distill(tmp, raw), "teacher 'inception_v3' cannot take the student's 32x32 inputs"
 
 
 @case("option of another method")

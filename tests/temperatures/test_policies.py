@@ -100,6 +100,15 @@ def test_the_policy_sees_the_teachers_mixed_by_the_methods_weights():
     torch.testing.assert_close(policy.seen, expected, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize(("name", "k"), [("kd", 1), ("avg", 3)])
+def test_equal_weights_give_the_trial_passs_ensemble_without_it(name, k):
+    method, data = build(name, k), batch(k)
+    assert method.equal_logit_weights
+    shortcut = method.ensemble_probabilities(data, 0)
+    method.equal_logit_weights = False  # this instance only: the trial pass through its weights
+    torch.testing.assert_close(shortcut, method.ensemble_probabilities(data, 0), atol=1e-7, rtol=0)
+
+
 def test_recipe_syntax_and_errors():
     assert build("avg", 2).temperature_policy.fixed_value == 4.0
     assert build("avg", 2, temperature=2).temperature_policy.fixed_value == 2.0
