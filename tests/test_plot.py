@@ -39,8 +39,9 @@ def test_plot_of_a_real_mtkdrl_run(tiny_run, tmp_path):
 
 def test_plot_without_weights_draws_accuracy_only(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(
-        "\n".join(
-            json.dumps({"epoch": e, "epoch_seconds": 1.0, "val_top1": 10.0 * e}) for e in range(3)
+        "".join(
+            json.dumps({"epoch": e, "epoch_seconds": 1.0, "val_top1": 10.0 * e}) + "\n"
+            for e in range(3)
         )
     )
     target = plot_run(tmp_path, tmp_path / "out.png")
@@ -62,7 +63,7 @@ def test_temperatures_are_drawn_as_mean_spread_and_per_epoch_histogram(tmp_path)
          "temperature_histogram": h}
         for e, h in enumerate(histograms)
     ]  # fmt: skip
-    (tmp_path / "metrics.jsonl").write_text("\n".join(map(json.dumps, records)))
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (tmp_path / "recipe.yaml").write_text("method: {temperature: {policy: rl, t_max: 8}}\n")
     image = Image.open(plot_run(tmp_path, tmp_path / "out.png"))
     assert image.size[0] > 2.5 * image.size[1]  # temperature, histogram, accuracy
