@@ -4,7 +4,8 @@ A refactor that must not change behaviour records these before and checks them a
 recipe, seed and machine give byte-identical students. Each row runs `mtkdrl.distill` on a
 small slice of the shared CIFAR-10 data (with and without the teacher-output cache), writes its
 run under `--work`, and the table goes to `--out` (JSON). `--check FILE` compares with a
-recorded table and exits 1 on any difference.
+recorded table and exits 1 on any difference. Compare only tables of the same torch, CPU
+capability and thread count (`OMP_NUM_THREADS`): each changes the floating-point sums.
 
     python bench/behaviour_hashes.py --out bench/results/behaviour_hashes.json
     python bench/behaviour_hashes.py --check bench/results/behaviour_hashes.json
@@ -23,23 +24,48 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 
-# row -> (method, teacher depths, method options)
+# row -> (method, teacher depths, other `method:` keys). Every registered method at its default
+# feature term, and each temperature policy on one method.
 ROWS: dict[str, tuple[str, tuple[int, ...], dict]] = {
     "none": ("none", (), {}),
     "kd": ("kd", (56,), {}),
     "avg": ("avg", (20, 32, 44), {}),
-    "mtkdrl (official)": ("mtkdrl-official", (20, 32, 44), {"agent_step": 3}),
-    "mtkdrl (reinforce)": ("mtkdrl-official", (20, 32, 44), {"agent_update": "reinforce"}),
+    "avg (logits only)": ("avg", (20, 32, 44), {"feature": "none"}),
+    "fitnet_mkd": ("fitnet_mkd", (20, 32, 44), {"beta": 100}),
+    "dkd": ("dkd", (20, 32, 44), {"options": {"warmup_epochs": 1}}),
+    "ebkd": ("ebkd", (20, 32, 44), {}),
+    "aekd": ("aekd", (20, 32, 44), {}),
+    "ca_mkd": ("ca_mkd", (20, 32, 44), {}),
+    "amtml": ("amtml", (20, 32, 44), {}),
+    "mmkd": ("mmkd", (20, 32, 44), {"options": {"batch_size": 32, "buffer_size": 64}}),
+    "mtkdrl": ("mtkdrl", (20, 32, 44), {"options": {"agent_step": 3}}),
+    "mtkdrl (official)": ("mtkdrl-official", (20, 32, 44), {"options": {"agent_step": 3}}),
+    "mtkdrl (reinforce)": (
+        "mtkdrl-official",
+        (20, 32, 44),
+        {"options": {"agent_update": "reinforce"}},
+    ),
+    "kd + rl temperature": (
+        "kd",
+        (56,),
+        {"temperature": {"policy": "rl", "warmup_epochs": 1, "rl_every": 1, "remix_every": 2}},
+    ),
+    "kd + curriculum": ("kd", (56,), {"temperature": {"policy": "curriculum", "ramp_epochs": 2}}),
+    "avg + rl temperature": (
+        "avg",
+        (20, 32, 44),
+        {"temperature": {"policy": "rl", "warmup_epochs": 1, "rl_every": 1}},
+    ),
 }
 CACHE_MODES = ("on", "off")
 
 
 def recipe_dict(row: str, cache: str, work: Path) -> dict:
-    method, depths, options = ROWS[row]
+    method, depths, method_keys = ROWS[row]
     data = SHARED / "cifar10-jpeg"
     return {
         "seed": 5,
-        "output_dir": str(work / f"{row.replace(' ', '_')}-cache_{cache}"),
+        "output_dir": str(work / f"{_slug(row)}-cache_{cache}"),
         "student": {"name": "resnet20_cifar"},
         "teachers": [
             {
@@ -62,15 +88,19 @@ def recipe_dict(row: str, cache: str, work: Path) -> dict:
             "eval_batch_size": 64,
             "num_workers": 0,
         },
-        "method": {"name": method, "options": options},
+        "method": {"name": method, **method_keys},
         "optim": {"lr": 0.05, "schedule": "cosine", "weight_decay": 5e-4},
         "train": {"epochs": 3, "log_every": 2, "eval_teachers": False, "mixed_precision": "no"},
         "teacher_cache": {
             "mode": cache,
             "views": 2,
-            "dir": str(work / "cache" / f"{'-'.join(map(str, depths))}-{method}"),
+            "dir": str(work / "cache" / f"{'-'.join(map(str, depths))}-{_slug(row)}"),
         },
     }
+
+
+def _slug(row: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in row)
 
 
 def sha256(path: Path) -> str:
@@ -110,6 +140,7 @@ def main() -> int:
     record = {
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
         "hashes": hashes,
     }
     if args.out:

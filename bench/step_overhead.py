@@ -179,7 +179,7 @@ class Row:
         """The official agent replays its stored batches at each epoch's end: time that too."""
         started = time.perf_counter()
         if not self.bare:
-            self.run.method.end_epoch(1)
+            self.run.task.end_epoch(1)
         return time.perf_counter() - started
 
 

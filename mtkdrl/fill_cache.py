@@ -81,7 +81,7 @@ def _why_uncached(run: Run) -> str:
     """Why `open_for_run` gave this recipe no cache."""
     if run.recipe.teacher_cache.mode == "off":
         return "teacher_cache.mode is off"
-    if not run.method.uses_teachers:
+    if not run.task.method.uses_teachers:
         return f"method {run.recipe.method.name!r} uses no teachers"
     return f"the training views cannot be replayed: {run.data.replay_refusal}"
 

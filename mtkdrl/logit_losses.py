@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .errors import MtkdrlError
 from .losses import kl_per_sample
-from .recipe import build_dataclass
+from .registry import Registry
 
 WHERE = "method.logit_loss"
 
@@ -54,15 +54,8 @@ class LogitLoss:
         return f"{type(self).__name__}({self.options})"
 
 
-LOGIT_LOSSES: dict[str, type[LogitLoss]] = {}
-
-
-def register_logit_loss(cls: type[LogitLoss]) -> type[LogitLoss]:
-    """Class decorator adding a logit loss to `LOGIT_LOSSES` under `cls.name`."""
-    if not cls.name or not cls.description:
-        raise ValueError(f"{cls.__name__} needs a non-empty `name` and `description`")
-    LOGIT_LOSSES[cls.name] = cls
-    return cls
+LOGIT_LOSSES = Registry("logit loss", WHERE)
+register_logit_loss = LOGIT_LOSSES.register
 
 
 @register_logit_loss
@@ -175,29 +168,5 @@ def build_logit_loss(spec: str | Mapping[str, Any] | LogitLoss) -> LogitLoss:
     """
     if isinstance(spec, LogitLoss):
         return spec
-    available = ", ".join(sorted(LOGIT_LOSSES))
-    if isinstance(spec, str):
-        name, settings = spec, {}
-    elif isinstance(spec, Mapping):
-        if "name" not in spec:
-            raise MtkdrlError(
-                f"{WHERE}: a mapping needs `name` (one of {available}), got keys "
-                f"{', '.join(map(str, spec)) or 'none'}"
-            )
-        name, settings = spec["name"], {k: v for k, v in spec.items() if k != "name"}
-    else:
-        raise MtkdrlError(
-            f"{WHERE}: expected a logit loss name ({available}) or a mapping "
-            f"{{name: ..., <setting>: value}}, got {spec!r} ({type(spec).__name__})"
-        )
-    if not isinstance(name, str) or name not in LOGIT_LOSSES:
-        raise MtkdrlError(f"{WHERE}: unknown logit loss {name!r}; available: {available}")
-    cls = LOGIT_LOSSES[name]
-    valid = [f.name for f in fields(cls.Options)]
-    for key in settings:
-        if key not in valid:
-            listed = ", ".join(["name", *valid])
-            raise MtkdrlError(
-                f"{WHERE}.{key}: unknown setting of logit loss {name!r} (valid keys: {listed})"
-            )
-    return cls(build_dataclass(cls.Options, dict(settings), WHERE))
+    cls, options = LOGIT_LOSSES.resolve(spec)
+    return cls(options)

@@ -38,6 +38,14 @@ def feature_mse_per_sample(adapted: Tensor, target: Tensor) -> Tensor:
     return (adapted - target).pow(2).flatten(1).mean(dim=1)
 
 
+def normalised_mse_per_sample(adapted: Tensor, target: Tensor) -> Tensor:
+    """‖n(a) − n(t)‖² per sample (B,), n the L2 normalisation of each sample's flattened map, so
+    each value lies in [0, 4]: AMTML-KD's hint distance."""
+    a = F.normalize(adapted.flatten(1), dim=1)
+    t = F.normalize(target.flatten(1), dim=1)
+    return (a - t).pow(2).sum(dim=1)
+
+
 def conv1x1_projection(student_channels: int, channels: int) -> nn.Module:
     """1×1 conv, BN, ReLU: MTKD-RL's `TransFeat` and MMKD's default regressor."""
     return nn.Sequential(
@@ -159,22 +167,3 @@ class FeatureAdapters(nn.ModuleList):
 def stack_teacher_terms(terms: list[Tensor]) -> Tensor:
     """Per-teacher per-sample terms (K tensors of shape B) as one B×K matrix."""
     return torch.stack(terms, dim=1)
-
-
-def weighted_distillation_terms(
-    ce: Tensor,
-    logit: Tensor,
-    feature: Tensor | None,
-    logit_weights: Tensor,
-    feature_weights: Tensor | None,
-    alpha: float,
-    beta: float,
-) -> dict[str, Tensor]:
-    """The multi-teacher loss per sample as named terms: `ce`, `kd` = α Σ_k w_k·ℓ_k and, with a
-    feature loss, `feature` = β Σ_k v_k·MSE_k (B each; their sum is the sample's loss)."""
-    terms = {"ce": ce}
-    if logit.shape[1]:
-        terms["kd"] = alpha * (logit_weights * logit).sum(dim=1)
-    if feature is not None and feature_weights is not None:
-        terms["feature"] = beta * (feature_weights * feature).sum(dim=1)
-    return terms

@@ -72,11 +72,14 @@ class DataConfig:
 
 @dataclass
 class MethodConfig:
-    """The weighting strategy and the loss weights: L = CE + alpha Σ w·ℓ + beta Σ w·MSE.
+    """The weighting method and the objective it weights: L = CE + alpha Σ w·ℓ + beta Σ v·d.
 
-    `logit_loss` is ℓ: a name from `mtkdrl.logit_losses` (`kl`, the default, or `dkd`) or a
-    mapping with `name` and its settings (`{name: dkd, beta: 2}`), checked when the method is
-    built, as `options` are.
+    `name` and `options` are the weighting method's. The rest is the shared objective:
+    `logit_loss` is ℓ (a name from `mtkdrl.logit_losses`, `kl` by default, or a mapping with
+    `name` and its settings, `{name: dkd, beta: 2}`), `temperature` its T (a number or a policy),
+    and `feature` the term d (`none`, `map` or `hint`, or a mapping with `kind` and settings,
+    `{kind: hint, stage: 2}`; unset, the method's own default). All are checked when the run is
+    built.
     """
 
     name: str = "avg"
@@ -85,6 +88,7 @@ class MethodConfig:
     beta: float = 5.0
     options: dict[str, Any] = field(default_factory=dict)
     logit_loss: str | dict[str, Any] = "kl"
+    feature: str | dict[str, Any] | None = None
 
 
 @dataclass

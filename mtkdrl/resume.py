@@ -26,7 +26,10 @@ def save_checkpoint(run: Run) -> Path:
         "log_length": run.outputs.log_length(),
     }
     per_rank = {
-        "method": {"module": run.method.state_dict(), "extra": run.method.extra_state()},
+        "method": {
+            "module": run.task.loss.state_dict(),
+            "extra": run.task.loss.extra_state(),
+        },
         "rng": rng_state(),
     }
     return run.checkpoints.save(shared, per_rank)
@@ -48,16 +51,16 @@ def restore_checkpoint(run: Run, path: Path) -> None:
             f"(student.name {run.recipe.student.name!r}; was the recipe changed since?): "
             f"{first_line(err)}; resume with the run's own recipe, or start afresh with --overwrite"
         ) from None
-    run.scheduler.load_state_dict(shared["scheduler"])
-    run.state.load_state_dict(shared["loop"])
-    run.outputs.cut_log(shared["log_length"])
     try:
-        run.method.load_state_dict(per_rank["method"]["module"])
-        run.method.load_extra_state(per_rank["method"]["extra"])
+        run.task.loss.load_state_dict(per_rank["method"]["module"])
+        run.task.loss.load_extra_state(per_rank["method"]["extra"])
     except (KeyError, RuntimeError) as err:
         raise MtkdrlError(
             f"checkpoint {path}: the saved state of method {run.recipe.method.name!r} does not fit "
             f"this run's (saved by another mtkdrl version, or with other method options?): "
             f"{first_line(err)}; start afresh with --overwrite"
         ) from None
+    run.scheduler.load_state_dict(shared["scheduler"])
+    run.state.load_state_dict(shared["loop"])
+    run.outputs.cut_log(shared["log_length"])  # last: a refused checkpoint changes no file
     set_rng_state(per_rank["rng"])

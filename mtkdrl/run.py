@@ -1,8 +1,8 @@
 """`build_run(recipe) -> Run`: every part of a distillation run, built and prepared in one place.
 
 The training loop, the dry run, `mtkdrl cache` and the benchmarks all start from a `Run`. Parts
-are built in a fixed order (student, data, teachers, method, adapters, optimizer), which fixes
-what the seeded RNG gives each of them, so a recipe and seed always build the same run.
+are built in a fixed order (student, data, teachers, objective, method, adapters, optimizer),
+which fixes what the seeded RNG gives each of them, so a recipe and seed always build the same run.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from timm.scheduler.scheduler import Scheduler
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .assembly import RunFacts, build_parts
 from .checkpoint import CHECKPOINT_DIR, Checkpoints, TrainingState
 from .data import DataBundle, build_data, load_splits
 from .errors import MtkdrlError
 from .hardware import cpu_has_native_bf16
-from .methods import Method, create_method, method_class
+from .methods import method_class
 from .optim import build_optimizer, build_scheduler
 from .outputs import RUN_FILES, RunOutputs
 from .pool import (
@@ -35,7 +36,7 @@ from .pool import (
     data_config_of,
 )
 from .recipe import Recipe
-from .task import DistillationTask, build_adapters, method_context
+from .task import DistillationTask
 from .teacher_cache import CachedTeachers, LiveTeachers, open_for_run
 
 
@@ -47,7 +48,6 @@ class Run:
     accelerator: Accelerator
     task: DistillationTask
     teachers: TeacherPool
-    method: Method
     optimizer: torch.optim.Optimizer
     scheduler: Scheduler
     data: DataBundle | None
@@ -166,33 +166,24 @@ def build_run(
     teachers = TeacherPool.from_specs(
         recipe.teachers if uses_teachers else [], num_classes, student_cfg, pretrained=not dry_run
     ).to(device)
-    probe = teachers.check_inputs(student_cfg, device)
-    context = method_context(
-        recipe.method,
-        teachers,
-        probe,
-        num_classes,
+    if uses_teachers and not recipe.teachers:
+        raise MtkdrlError(f"teachers: method {recipe.method.name!r} needs at least one teacher")
+    facts = RunFacts.of(
         accelerator,
-        recipe.train.log_weights_by_class,
-        student.model,
+        batch_size=recipe.data.batch_size,
         num_samples=0 if data is None else data.train_size,
         random_access=data is None or data.sampler is not None,
+        weights_by_class=recipe.train.log_weights_by_class,
     )
-    method = create_method(recipe.method, context)
-    method = method.to(device)
-    if method.uses_teachers and not recipe.teachers:
-        raise MtkdrlError(f"teachers: method {recipe.method.name!r} needs at least one teacher")
-    feature_stage = method.feature_stage if method.uses_teachers and method.uses_features else None
-    adapters = None
-    if feature_stage is not None:
-        probe = teachers.check_inputs(student_cfg, device, feature_stage)
-        adapters = build_adapters(student, student_cfg, probe, method)
+    parts = build_parts(recipe.method, teachers, student, student_cfg, num_classes, facts)
+    adapters = parts.adapters
+    feature_stage = parts.loss.objective.feature_stage if uses_teachers else None
     params = [*student.parameters(), *(adapters.parameters() if adapters is not None else [])]
     optimizer = build_optimizer(params, recipe.optim)
     source = LiveTeachers(teachers)
     if not dry_run:
         source = open_for_run(
-            recipe, data, teachers, probe, feature_stage, accelerator, student_cfg
+            recipe, data, teachers, parts.probe, feature_stage, accelerator, student_cfg
         )
     if recipe.train.channels_last:
         student.to(memory_format=torch.channels_last)
@@ -215,13 +206,12 @@ def build_run(
         optimizer, recipe.optim, steps, recipe.train.epochs if not dry_run else 1
     )
     run_dir = Path(recipe.output_dir)
-    task = DistillationTask(student, source, method, adapters, recipe.train.channels_last)
+    task = DistillationTask(student, source, parts.loss, adapters, recipe.train.channels_last)
     return Run(
         recipe=recipe,
         accelerator=accelerator,
         task=task,
         teachers=teachers,
-        method=method,
         optimizer=optimizer,
         scheduler=scheduler,
         data=data,

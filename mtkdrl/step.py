@@ -1,13 +1,13 @@
 """One training step as a function of the run's parts and a batch.
 
-x        = the temperature policy's prepare_batch(x)  (e.g. RLKD's entropy remix)
+x        = task.prepare_batch(x)    (the objective's, e.g. RLKD's entropy remix)
 outputs  = teachers(x) (live or cached), student(x), adapters(student map)
-terms    = method(outputs)          e.g. ce, kd = α Σ_k w_k·KL_k, feature = β Σ_k v_k·MSE_k
+terms    = task.losses(outputs)     ce, kd = α Σ_k w_k·ℓ_k, feature = β Σ_k v_k·d_k
 loss     = mean over samples of Σ terms
-backward; method.before_step(student access), then its temperature policy's; optimizer step;
+backward; task.before_step(student access) (e.g. MMKD's meta step); optimizer step;
 LR schedule; zero grads
-method.observe(outputs, per-sample loss)      (e.g. MTKD-RL's reward = −per-sample loss), then
-its temperature policy's (e.g. RLKD's PPO update)
+task.observe(outputs, per-sample loss)  (e.g. MTKD-RL's reward = −per-sample loss, RLKD's PPO
+update)
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def student_access(run: Run, batch: tuple, provider: BatchProvider) -> StudentAc
         images, labels, indices = other if other is not None else batch
         with accelerator.autocast():
             outputs = task.outputs(images, labels, indices, params)
-        with task.method.look_ahead():
+        with task.look_ahead():
             return task.losses(outputs)[0].mean()
 
     def outputs(params: dict[str, Tensor], images: Tensor, labels: Tensor, teachers: list):
@@ -91,13 +91,11 @@ def student_access(run: Run, batch: tuple, provider: BatchProvider) -> StudentAc
 
 def train_step(run: Run, batch: tuple, provider: BatchProvider) -> StepResult:
     """Forward, loss, backward and (at accumulation boundaries) the optimizer step."""
-    task, accelerator, method = run.task, run.accelerator, run.method
+    task, accelerator = run.task, run.accelerator
     images, labels, indices = batch
     live_rows = None
-    if indices is not None:  # a training batch: the temperature policy may remix it
-        images, live_rows = method.temperature_policy.prepare_batch(
-            images, indices, task.epoch, lambda i: run.data.train_set[i][0]
-        )
+    if indices is not None:  # a training batch: the objective may remix it
+        images, live_rows = task.prepare_batch(images, indices, lambda i: run.data.train_set[i][0])
     models = [task.student] + ([task.adapters] if task.adapters is not None else [])
     with accelerator.accumulate(*models):
         with accelerator.autocast():
@@ -106,13 +104,10 @@ def train_step(run: Run, batch: tuple, provider: BatchProvider) -> StepResult:
         loss = sample_loss.mean()
         accelerator.backward(loss)
         if accelerator.sync_gradients:
-            access = student_access(run, batch, provider)
-            method.before_step(access)
-            method.temperature_policy.before_step(access)
+            task.before_step(student_access(run, batch, provider))
         run.optimizer.step()
         if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
             run.scheduler.step_update(num_updates=run.state.global_step + 1)
         run.optimizer.zero_grad(set_to_none=True)
-    method.observe(outputs, sample_loss.detach(), task.epoch)
-    method.temperature_policy.observe(sample_loss.detach(), task.epoch)
+    task.observe(outputs, sample_loss.detach())
     return StepResult(loss.detach(), {name: value.detach().mean() for name, value in terms.items()})

@@ -1,62 +1,60 @@
-"""`DistillationTask`: a student, its teachers and a method as one module, in timm's task style.
+"""`DistillationTask`: a student, its teachers, a weighting method and the shared objective as one
+timm `TrainingTask`, so any training loop can use an mtkdrl method:
 
-`task(input, target)` returns a dict with `loss` (to back-propagate), `output` (the student's
-logits) and the method's named terms (batch means), as `timm.task.LogitDistillationTask` does,
-so any training loop can use an mtkdrl method:
-
-    task = DistillationTask.from_models(student, [teacher_a, teacher_b], "avg")
+    task = DistillationTask.from_models(student, [teacher_a, teacher_b], "mtkdrl")
     optimizer = torch.optim.SGD(task.trainable_parameters(), lr=0.05, momentum=0.9)
     result = task(images, labels)
     result["loss"].backward()
     optimizer.step()
 
-Teachers receive the batch re-normalised (and resized) for their own preprocessing by the
-pool's input adapters. The run's own step (`mtkdrl.step`) uses the two halves, `outputs` and
-`losses`, to keep the batch for the method's hooks.
+`task(input, target)` returns `loss` (to back-propagate), `output` (the student's logits) and the
+named terms' batch means, as timm's tasks do. The task is the loop's only handle on the method and
+the objective (through its `WeightedLoss`, which composes them, sets the temperature, calls both
+parts' hooks and logs the teachers' weights). Teachers receive the batch re-normalised (and
+resized) for their own preprocessing by the pool's input adapters.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
 import torch
-from accelerate import Accelerator
 from accelerate.utils import extract_model_from_parallel
+from timm.task import TrainingTask
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .losses import FeatureAdapters
-from .methods import DistillBatch, Method, MethodContext, create_method
-from .pool import (
-    ModelOutputs,
-    OutputsModel,
-    TeacherPool,
-    data_config_of,
-    embedding_width,
-    teacher_heads,
-)
+from .assembly import RunFacts, build_parts
+from .batch import DistillBatch
+from .methods import Method, StudentAccess
+from .objective import Objective
+from .pool import ModelOutputs, OutputsModel, TeacherPool, data_config_of
 from .recipe import MethodConfig
 from .teacher_cache import LiveTeachers
-from .temperatures import base_temperature
+from .weighted_loss import WeightedLoss
 
 
-class DistillationTask(nn.Module):
-    """Outputs of every model for a batch, and the method's loss terms on them.
+class DistillationTask(TrainingTask):
+    """Outputs of every model for a batch, and the objective's terms weighted by the method.
 
     `student` is an `OutputsModel` (maybe wrapped by Accelerate); `teachers` a teacher source
     (`LiveTeachers` or `CachedTeachers`), kept outside the module so teachers never reach the
-    optimizer or a checkpoint; `adapters` the feature adapters (None without a feature loss).
+    optimizer or a checkpoint; `adapters` the feature adapters (None without a feature term).
     """
 
     def __init__(
         self,
         student: nn.Module,
         teachers,
-        method: Method,
+        loss: WeightedLoss,
         adapters: nn.Module | None = None,
         channels_last: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(device=next(student.parameters()).device, verbose=False)
         self.student = student
-        self.method = method
+        self.loss = loss
         self.adapters = adapters
         self.teachers = teachers
         self.channels_last = channels_last
@@ -67,28 +65,32 @@ class DistillationTask(nn.Module):
         cls,
         student: nn.Module,
         teachers: list[nn.Module],
-        method: str | MethodConfig = "avg",
+        method: str | MethodConfig | None = None,
         num_classes: int | None = None,
     ) -> DistillationTask:
         """A task over timm models built elsewhere, with live teachers and the method a name (or a
-        recipe's `MethodConfig`) names; the teachers are frozen, the adapters sized by a probe."""
-        config = MethodConfig(name=method) if isinstance(method, str) else method
+        recipe's `MethodConfig`) names (the default method without one); the teachers are frozen,
+        the adapters sized by a probe."""
+        config = MethodConfig(name=method) if isinstance(method, str) else method or MethodConfig()
         student_cfg = data_config_of(student)
         device = next(student.parameters()).device
         names = [
             getattr(t, "default_cfg", {}).get("architecture", type(t).__name__) for t in teachers
         ]
         pool = TeacherPool(teachers, names, student_cfg).to(device)
-        probe = pool.check_inputs(student_cfg, device)
-        classes = num_classes or student.num_classes
-        context = method_context(config, pool, probe, classes, student=student)
-        method_ = create_method(config, context).to(device)
         outputs = OutputsModel(student)
-        adapters = None
-        if method_.uses_teachers and method_.uses_features:
-            probe = pool.check_inputs(student_cfg, device, method_.feature_stage)
-            adapters = build_adapters(outputs, student_cfg, probe, method_).to(device)
-        return cls(outputs, LiveTeachers(pool), method_, adapters)
+        classes = num_classes or student.num_classes
+        parts = build_parts(config, pool, outputs, student_cfg, classes, RunFacts())
+        return cls(outputs, LiveTeachers(pool), parts.loss, parts.adapters)
+
+    # ------------------------------------------------------------ timm's task interface
+    def get_trainable_module(self, ema: bool = False) -> nn.Module:
+        """The student (as its run prepared it); its adapters train with it."""
+        return self.student
+
+    def get_eval_model(self, module: nn.Module | None = None, ema: bool = False) -> nn.Module:
+        """The bare timm student: what is evaluated and exported."""
+        return extract_model_from_parallel(self.student).model
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """What the student's optimizer trains: the student and its feature adapters (a method's
@@ -96,18 +98,25 @@ class DistillationTask(nn.Module):
         adapters = [] if self.adapters is None else list(self.adapters.parameters())
         return [*self.student.parameters(), *adapters]
 
+    def named_trainable_parameters(self) -> dict[str, Tensor]:
+        """The student's parameters by name, and the adapters' prefixed `adapters.`: the keys that
+        `outputs(..., params)` reads."""
+        named = dict(extract_model_from_parallel(self.student).named_parameters())
+        if self.adapters is not None:
+            adapters = extract_model_from_parallel(self.adapters)
+            named.update({f"adapters.{k}": v for k, v in adapters.named_parameters()})
+        return named
+
     @property
     def feature_stage(self) -> int | None:
-        """The `forward_intermediates` entry whose maps the method distils; None without a
-        feature loss."""
-        if self.method.uses_teachers and self.method.uses_features:
-            return self.method.feature_stage
-        return None
+        """The `forward_intermediates` entry the feature term reads; None without one."""
+        return self.objective.feature_stage if self.method.uses_teachers else None
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch the method sees (warm-ups) and the teacher cache replays."""
         self.epoch = epoch
 
+    # ------------------------------------------------------------------ outputs
     def outputs(
         self,
         images: Tensor,
@@ -154,23 +163,23 @@ class DistillationTask(nn.Module):
             adapted = _call_at(module, params, "adapters.", (student_map,))
         return [a.float() for a in adapted]
 
-    def named_trainable_parameters(self) -> dict[str, Tensor]:
-        """The student's parameters by name, and the adapters' prefixed `adapters.`: the keys that
-        `outputs(..., params)` reads."""
-        named = dict(extract_model_from_parallel(self.student).named_parameters())
-        if self.adapters is not None:
-            adapters = extract_model_from_parallel(self.adapters)
-            named.update({f"adapters.{k}": v for k, v in adapters.named_parameters()})
-        return named
+    # ------------------------------------------------------------------ the loss
+    @property
+    def method(self) -> Method:
+        return self.loss.method
+
+    @property
+    def objective(self) -> Objective:
+        return self.loss.objective
 
     def losses(self, batch: DistillBatch) -> tuple[Tensor, dict[str, Tensor]]:
-        """The per-sample loss (B,) and the method's named per-sample terms."""
-        terms = self.method(batch, self.epoch)
-        values = iter(terms.values())
-        sample_loss = next(values)
-        for value in values:
-            sample_loss = sample_loss + value
-        return sample_loss, terms
+        """The per-sample loss (B,) and the named per-sample terms, at the task's epoch."""
+        return self.loss(batch, self.epoch)
+
+    def look_ahead(self) -> contextlib.AbstractContextManager[None]:
+        """Losses computed inside leave the method's running state and the weight log as they
+        were: for trial and look-ahead losses."""
+        return self.loss.look_ahead()
 
     def forward(
         self, input: Tensor, target: Tensor, indices: Tensor | None = None
@@ -184,51 +193,24 @@ class DistillationTask(nn.Module):
             **{name: value.mean() for name, value in terms.items()},
         }
 
+    # ------------------------------------------------------------ around a step
+    def prepare_batch(
+        self, images: Tensor, indices: Tensor, fetch: Callable[[int], Tensor]
+    ) -> tuple[Tensor, Tensor | None]:
+        """A training batch's images as the models should see them, and the rows changed."""
+        return self.loss.prepare_batch(images, indices, self.epoch, fetch)
 
-def method_context(
-    config: MethodConfig,
-    teachers: TeacherPool,
-    probe: list[ModelOutputs],
-    num_classes: int,
-    accelerator: Accelerator | None = None,
-    weights_by_class: bool = False,
-    student: nn.Module | None = None,
-    num_samples: int = 0,
-    random_access: bool = True,
-) -> MethodContext:
-    """What a method is told when it is built; with several processes, how to gather and reduce."""
-    multi = accelerator is not None and accelerator.num_processes > 1
-    return MethodContext(
-        teacher_names=list(teachers.names),
-        num_classes=num_classes,
-        embedding_dims=[out.embedding.shape[1] for out in probe],
-        temperature=base_temperature(config.temperature),
-        alpha=config.alpha,
-        beta=config.beta,
-        teacher_heads=teacher_heads(teachers.teachers, probe),
-        weights_by_class=weights_by_class,
-        gather=accelerator.gather if multi else None,
-        reduce=(lambda t: accelerator.reduce(t, reduction="mean")) if multi else None,
-        process_index=0 if accelerator is None else accelerator.process_index,
-        student_width=0 if student is None else embedding_width(student),
-        num_samples=num_samples,
-        random_access=random_access,
-    )
+    def before_step(self, access: StudentAccess) -> None:
+        """After the backward pass, before the optimizer step."""
+        self.loss.before_step(access)
 
+    def observe(self, batch: DistillBatch, sample_loss: Tensor) -> None:
+        """After the optimizer step, with the step's per-sample loss (detached)."""
+        self.loss.observe(batch, sample_loss, self.epoch)
 
-def build_adapters(
-    student: OutputsModel, student_cfg: dict, probe: list[ModelOutputs], method: Method
-) -> FeatureAdapters:
-    """One feature adapter per teacher, of the method's kind, sized by a probe of the student's map
-    at the method's stage (`probe` holds the teachers' maps at that stage)."""
-    channels, height, width = student_cfg["input_size"]
-    device = next(student.parameters()).device
-    student.eval()
-    with torch.no_grad():
-        zeros = torch.zeros(2, channels, height, width, device=device)
-        student_map = student(zeros, method.feature_stage)[2]
-    student.train()
-    return FeatureAdapters.build(student_map, [out.features for out in probe], method.adapter_kind)
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        """Figures to log at an epoch's end."""
+        return self.loss.end_epoch(epoch)
 
 
 def _call_at(module: nn.Module, params: dict[str, Tensor], prefix: str, args: tuple):

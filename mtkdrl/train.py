@@ -165,10 +165,7 @@ def end_epoch(run: Run, epoch: int, seconds: float) -> dict[str, float] | None:
     Returns the last epoch's evaluation (None for the others)."""
     state, train_cfg, accelerator = run.state, run.recipe.train, run.accelerator
     fill_dropped_views(run, epoch)
-    method_figures = {
-        **run.method.end_epoch(epoch),
-        **run.method.temperature_policy.end_epoch(epoch),
-    }
+    method_figures = run.task.end_epoch(epoch)
     state.epoch, state.batch_in_epoch = epoch + 1, 0
     record = {"epoch": epoch, "step": state.global_step, "epoch_seconds": seconds}
     improved, metrics = False, None
@@ -196,7 +193,7 @@ def end_epoch(run: Run, epoch: int, seconds: float) -> dict[str, float] | None:
 def fill_dropped_views(run: Run, epoch: int) -> None:
     """Give the teacher cache the samples `drop_last` kept out of this epoch (main process)."""
     accelerator = run.accelerator
-    if accelerator.is_main_process and run.method.uses_teachers:
+    if accelerator.is_main_process and run.task.method.uses_teachers:
         with accelerator.autocast():
             run.teacher_source.fill_dropped(
                 run.data.train_set,
@@ -217,14 +214,15 @@ def print_plan(run: Run) -> None:
         f"{run.batches_per_epoch} batches/epoch x {recipe.train.epochs} epochs, "
         f"precision {accelerator.mixed_precision}, {accelerator.num_processes} process(es)"
     )
-    if run.method.describe():
-        accelerator.print(run.method.describe())
+    for line in run.task.loss.describe():
+        accelerator.print(line)
 
 
 def dry_run_steps(run: Run) -> dict:
-    """Two steps on random tensors of the student's input shape, with pretrained weights off."""
+    """Two steps on random tensors of the student's input shape, with pretrained weights off; the
+    batch is 2 samples, or the one size a method takes (MMKD's feature-weight network)."""
     recipe, device = run.recipe, run.accelerator.device
-    batch_size = min(recipe.data.batch_size, DRY_RUN_BATCH)
+    batch_size = run.task.method.batch_size or min(recipe.data.batch_size, DRY_RUN_BATCH)
     channels, height, width = run.student_cfg["input_size"]
     generator = torch.Generator().manual_seed(recipe.seed)
     provider, losses = BatchProvider(None), []
@@ -265,7 +263,7 @@ def distill(
         return dry_run_steps(build_run(recipe, dry_run=True))
     check_output_dir(recipe.output_dir)
     run = build_run(recipe, resume=resume, overwrite=overwrite)
-    extra = nn.ModuleList([run.method, *([run.task.adapters] if run.task.adapters else [])])
+    extra = nn.ModuleList([run.task.loss, *([run.task.adapters] if run.task.adapters else [])])
     keep = recipe.train.keep_checkpoints
     check_free_space(recipe.output_dir, run.unwrapped_student(), extra, keep)
     return train(run)

@@ -151,7 +151,7 @@ def test_specs_by_name_or_mapping():
     ("spec", "message"),
     [
         ("kld", r"^method\.logit_loss: unknown logit loss 'kld'; available: dkd, kl$"),
-        ({"name": 3}, r"^method\.logit_loss: unknown logit loss 3; available: dkd, kl$"),
+        ({"name": 3}, r"^method\.logit_loss\.name: unknown logit loss 3; available: dkd, kl$"),
         ({"beta": 2}, r"^method\.logit_loss: a mapping needs `name` \(one of dkd, kl\)"),
         (
             {"name": "dkd", "gamma": 1},

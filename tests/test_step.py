@@ -1,4 +1,5 @@
-"""One training step against the formulas, and a method that uses every hook of the interface."""
+"""One training step against the formulas, and a method, a temperature policy and a logit loss
+written here that together use every part of the interface."""
 
 import copy
 from dataclasses import dataclass
@@ -10,15 +11,25 @@ from accelerate.utils import extract_model_from_parallel
 from torch import nn
 
 from mtkdrl import Recipe, build_run, train
+from mtkdrl.logit_losses import LOGIT_LOSSES, LogitLoss
 from mtkdrl.methods import METHODS, DistillBatch, Method, MethodContext, TeacherWeights
 from mtkdrl.outputs import read_epochs, read_records
 from mtkdrl.pool import ModelOutputs
+from mtkdrl.recipe import MethodConfig
 from mtkdrl.step import BatchProvider, train_step
+from mtkdrl.temperatures import TEMPERATURE_POLICIES, PolicyInput, TemperaturePolicy
+
+from .methods.helpers import build, terms_of
 
 
-def tiny_recipe(tiny_run, tmp_path, method: str, **options) -> Recipe:
+def tiny_recipe(
+    tiny_run, tmp_path, method: str, objective: dict | None = None, **options
+) -> Recipe:
+    """A one-epoch recipe of `method` with `options`; `objective` sets more `method` keys (its
+    temperature, logit loss)."""
     raw = tiny_run(tmp_path / "run", method, epochs=1, log_every=1, eval_teachers=False)
     raw["method"]["options"] = options
+    raw["method"].update(objective or {})
     raw["teacher_cache"] = {"mode": "off"}
     return Recipe.from_dict(raw)
 
@@ -69,17 +80,24 @@ def test_step_loss_is_ce_plus_weighted_kl_and_feature_terms(tmp_path, tiny_run, 
     run = build_run(tiny_recipe(tiny_run, tmp_path, method, **options))
     images, labels, indices = first_batch(run)
     ce, kl, mse = expected_terms(run, images, labels)
-    rewards = []
+    rewards, applied = [], []
     if method.startswith("mtkdrl"):
-        observe = run.method.agent.observe
+        observe = run.task.method.agent.observe
 
         def spy(state, logit_w, feature_w, reward, epoch):
             rewards.append(reward.clone())
             observe(state, logit_w, feature_w, reward, epoch)
 
-        run.method.agent.observe = spy
+        run.task.method.agent.observe = spy
+    combine = run.task.objective.combine
+
+    def applying(terms, weights):  # the weights the step's loss is combined with
+        applied.append(weights)
+        return combine(terms, weights)
+
+    run.task.objective.combine = applying
     result = train_step(run, (images, labels, indices), BatchProvider(None))
-    weights = run.method.last_weights
+    [weights] = applied
     if method == "avg":
         assert torch.equal(weights.logit, torch.full_like(kl, 0.5))
     alpha, beta = run.recipe.method.alpha, run.recipe.method.beta
@@ -93,36 +111,50 @@ def test_step_loss_is_ce_plus_weighted_kl_and_feature_terms(tmp_path, tiny_run, 
         torch.testing.assert_close(rewards[0], -per_sample, rtol=1e-6, atol=1e-6)
 
 
-# ------------------------------------------------------------------ a method written here
+# ------------------------------------------------- a method, a policy and a logit loss written here
 @dataclass
-class ProbeOptions:
+class ProbeTemperatureOptions:
     scale: float = 3.0
 
 
+class ProbeTemperatures(TemperaturePolicy):
+    """T_i = 1 + scale × (the top-1 probability on sample i of the teachers' mix by the method's
+    weights): a per-sample T from the ensemble the objective gives a policy that asks."""
+
+    name = "test_probe_temperature"
+    description = "a test policy: per-sample T from the teachers' weighted mix"
+    Options = ProbeTemperatureOptions
+    needs_ensemble = True
+
+    def choose(self, seen: PolicyInput) -> torch.Tensor:
+        return 1.0 + self.options.scale * seen.ensemble.max(1).values
+
+
+class ProbeLogitLoss(LogitLoss):
+    """T²·‖softmax(z_s/T) − softmax(z_t/T)‖², at one T or one per sample (B or B×1)."""
+
+    name = "test_probe_squared"
+    description = "a test logit loss: squared error of the softmaxes at T"
+
+    def __call__(self, student_logits, teacher_logits, labels, temperature, epoch):
+        t = torch.as_tensor(temperature, dtype=student_logits.dtype, device=student_logits.device)
+        t = t.reshape(-1, 1)
+        diff = F.softmax(student_logits / t, 1) - F.softmax(teacher_logits / t, 1)
+        return diff.pow(2).sum(1) * t.reshape(-1) ** 2
+
+
 class ProbeMethod(Method):
-    """Per-sample temperatures, a squared-error logit loss, weights through the teachers' heads,
-    and a before-step hook that records what it was given: every part of the interface."""
+    """Weights through the teachers' heads, and a before-step hook that records what it was
+    given: with the policy and the logit loss above, every part of the interface."""
 
     name = "test_probe"
     description = "a test method exercising every hook"
-    Options = ProbeOptions
     tracked_weights = ("logit",)
 
-    def __init__(self, context: MethodContext, options: ProbeOptions) -> None:
+    def __init__(self, context: MethodContext, options) -> None:
         super().__init__(context, options)
         self.hook_records: list[dict] = []
         self.watched: nn.Module | None = None  # the live student, set by a test to check its BN
-
-    def temperature(self, batch: DistillBatch, epoch: int) -> torch.Tensor:
-        """T_i = 1 + scale × (the teachers' mean top-1 probability on sample i)."""
-        top = torch.stack([F.softmax(t.logits, 1).max(1).values for t in batch.teachers], 1)
-        return 1.0 + self.options.scale * top.mean(1)
-
-    def logit_loss(self, student_logits, teacher_logits, labels, temperature, epoch):
-        diff = F.softmax(student_logits / temperature, 1) - F.softmax(
-            teacher_logits / temperature, 1
-        )
-        return diff.pow(2).sum(1) * temperature.reshape(-1) ** 2
 
     def teacher_weights(self, batch: DistillBatch, terms, epoch: int) -> TeacherWeights:
         """Softmax over teachers of how sure each teacher's head is on the student's embedding."""
@@ -153,21 +185,40 @@ class ProbeMethod(Method):
         )
 
 
+PROBE_REGISTRIES = (
+    (METHODS, ProbeMethod),
+    (TEMPERATURE_POLICIES, ProbeTemperatures),
+    (LOGIT_LOSSES, ProbeLogitLoss),
+)
+
+
+def probe_objective(scale: float | None = None) -> dict:
+    """The `method` keys that pick the probe policy (its default scale, or `scale`) and loss."""
+    policy = {"policy": ProbeTemperatures.name}
+    if scale is not None:
+        policy["scale"] = scale
+    return {"temperature": policy, "logit_loss": ProbeLogitLoss.name}
+
+
 @pytest.fixture
 def probe_method():
-    METHODS[ProbeMethod.name] = ProbeMethod
+    for registry, cls in PROBE_REGISTRIES:
+        registry.register(cls)
     yield ProbeMethod
-    del METHODS[ProbeMethod.name]
+    for registry, cls in PROBE_REGISTRIES:
+        del registry[cls.name]
 
 
 def hand_computed(batch: DistillBatch, heads: list[nn.Module], alpha: float, scale: float):
-    """The probe method's per-sample loss written out from its definition."""
+    """The probe's per-sample loss written out from the definitions of its method, policy and
+    logit loss."""
     logits = batch.student.logits
     ce = F.cross_entropy(logits, batch.labels, reduction="none")
-    top = torch.stack([F.softmax(t.logits, 1).max(1).values for t in batch.teachers], 1)
-    temperature = (1.0 + scale * top.mean(1)).unsqueeze(1)
     sure = torch.stack([F.softmax(h(batch.student.embedding), 1).max(1).values for h in heads], 1)
     weights = F.softmax(sure, 1)
+    probs = torch.stack([F.softmax(t.logits, 1) for t in batch.teachers], 1)
+    mixed = (weights.unsqueeze(2) * probs).sum(1)  # the weights sum to 1 over teachers
+    temperature = (1.0 + scale * mixed.max(1).values).unsqueeze(1)
     loss = ce.clone()
     for k, teacher in enumerate(batch.teachers):
         p_s = F.softmax(logits / temperature, 1)
@@ -178,7 +229,7 @@ def hand_computed(batch: DistillBatch, heads: list[nn.Module], alpha: float, sca
     return loss
 
 
-def test_probe_method_loss_equals_the_hand_computed_one_on_fixed_inputs():
+def test_probe_method_loss_equals_the_hand_computed_one_on_fixed_inputs(probe_method):
     generator = torch.Generator().manual_seed(0)
     b, c, d, k = 6, 5, 8, 3
 
@@ -186,15 +237,15 @@ def test_probe_method_loss_equals_the_hand_computed_one_on_fixed_inputs():
         return torch.randn(*shape, generator=generator)
 
     heads = [nn.Linear(d, c) for _ in range(k)]
-    context = MethodContext(["a", "b", "c"], c, [d] * k, 4.0, 0.7, 5.0, heads)
-    method = ProbeMethod(context, ProbeOptions(scale=2.0))
+    config = MethodConfig(name=ProbeMethod.name, alpha=0.7, **probe_objective(scale=2.0))
+    loss = build(config, k, num_classes=c, dims=d, heads=heads)
     batch = DistillBatch(
         labels=torch.randint(0, c, (b,), generator=generator),
         student=ModelOutputs(randn(b, c), randn(b, d)),
         teachers=[ModelOutputs(randn(b, c), randn(b, d)) for _ in range(k)],
         adapted=[],
     )
-    terms = method(batch, epoch=0)
+    terms = terms_of(loss, batch, epoch=0)
     assert set(terms) == {"ce", "kd"}
     expected = hand_computed(batch, heads, alpha=0.7, scale=2.0)
     torch.testing.assert_close(terms["ce"] + terms["kd"], expected, rtol=1e-6, atol=1e-6)
@@ -203,12 +254,14 @@ def test_probe_method_loss_equals_the_hand_computed_one_on_fixed_inputs():
 def test_probe_method_runs_through_the_real_loop(tmp_path, tiny_run, probe_method):
     """Its hook sees the step's loss as a function of the student's parameters (the same value
     the loop logs), gradients, the learning rate and more batches, and never moves BN stats."""
-    run = build_run(tiny_recipe(tiny_run, tmp_path, "test_probe"))
-    assert all(head is not None for head in run.method.context.teacher_heads)
-    run.method.watched = run.unwrapped_student()
+    run = build_run(tiny_recipe(tiny_run, tmp_path, "test_probe", probe_objective()))
+    assert isinstance(run.task.objective.temperature_policy, ProbeTemperatures)
+    assert isinstance(run.task.objective.logit_loss, ProbeLogitLoss)
+    assert all(head is not None for head in run.task.method.context.teacher_heads)
+    run.task.method.watched = run.unwrapped_student()
     summary = train(run)
     steps = [r for r in read_records(tmp_path / "run") if "loss" in r]
-    hooks = run.method.hook_records
+    hooks = run.task.method.hook_records
     assert len(hooks) == len(steps) == summary["global_steps"] == 6
     for step, hook in zip(steps, hooks, strict=True):
         assert set(step) == {"step", "epoch", "loss", "lr", "ce", "kd"}

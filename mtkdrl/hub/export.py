@@ -26,9 +26,10 @@ from ..data import load_splits
 from ..errors import MtkdrlError, exit_code
 from ..pool import create_model, data_config_of, load_checkpoint
 from ..recipe import DataConfig
-from .card import PLOT_NAME, CardContext, render_card
+from .card import CardContext, render_card
 from .names import check_repo_id
 from .run import FinishedRun, Score, Which, measure, read_reference, read_run
+from .sections import PLOT_NAME
 
 # pretrained_cfg keys that describe the weights of an architecture's default tag, not ours
 SOURCE_KEYS = ("tag", "license", "origin_url", "paper_ids", "paper_name", "notes", "description")

@@ -21,7 +21,7 @@ import yaml
 from ..checkpoint import write_atomic
 from ..errors import MtkdrlError, exit_code
 from ..recipe import Recipe, overrides_between
-from .card import CardContext, dataset_display
+from .context import CardContext, dataset_display
 from .export import (
     Export,
     ExportConfig,

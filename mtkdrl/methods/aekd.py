@@ -147,13 +147,10 @@ class AdaptiveEnsembleKD(Method):
     min_teachers = 2
     min_teachers_reason = "it weighs their gradients against each other"
     needs_fixed_temperature = "its weights are the closed-form KL gradients at that T"
+    fixed_logit_loss = "kl"
+    fixed_logit_loss_reason = "weights by the closed-form gradients of T²·KL"
 
     def __init__(self, context: MethodContext, options: AEKDOptions) -> None:
-        if context.logit_loss.name != "kl":
-            raise MtkdrlError(
-                "method.logit_loss: 'aekd' weights by the closed-form gradients of T²·KL, so it "
-                "takes only the default 'kl'"
-            )
         k = context.num_teachers
         cap = min(options.tolerance, 1.0)
         uniform = options.tolerance * k <= 1 + SLACK  # no other point fits under the cap
@@ -180,7 +177,7 @@ class AdaptiveEnsembleKD(Method):
 
     def teacher_gradients(self, batch: DistillBatch) -> Tensor:
         """g_k, the batch mean of ∂(mean_b KL_k)/∂z_s (K×C), averaged over processes."""
-        temperature = self.context.temperature
+        temperature = self.context.objective.base_temperature
         grads = torch.stack(
             [
                 kl_logit_gradient(batch.student.logits, t.logits, temperature).mean(dim=0)

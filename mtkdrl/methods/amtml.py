@@ -3,17 +3,18 @@ from the student's pooled feature, one integrated soft target, and normalised hi
 
 With e the student's pooled embedding (B×C_s, detached), learnable θ (K×C_s) and W (C_s), the
 weights are μ = softmax_k((e ⊙ θ_k)·W). The logit term distils from the integrated soft target,
-α·T²·KL(Σ_k μ_k softmax(z_k/T) ‖ softmax(z_s/T)); the hint term is
-β (1/K) Σ_k ‖n(A_k f_s) − n(f_k)‖², with A_k a bias-free 1×1 conv and n the L2 normalisation of a
-sample's whole map, so each hint lies in [0, 4]. θ and W learn from the student's own loss (their
-gradient reaches them through μ) with an optimizer of their own. See docs/methods/amtml.md for
-what follows the official code and what is ours.
+α·T²·KL(Σ_k μ_k softmax(z_k/T) ‖ softmax(z_s/T)), so the method replaces the shared logit term;
+the feature term is the objective's, averaged over teachers: by default AMTML's hints,
+β (1/K) Σ_k ‖n(A_k f_s) − n(f_k)‖², with A_k a bias-free 1×1 conv and n the L2 normalisation of
+a sample's whole map, so each hint lies in [0, 4]. θ and W learn from the student's own loss
+(their gradient reaches them through μ) with an optimizer of their own. See
+docs/methods/amtml.md for what follows the official code and what is ours.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +41,6 @@ class AMTMLOptions:
 
     weight_lr: float = 1e-3  # Adam on θ and W
     weight_decay: float = 0.2  # Adam's λ: a (λ/2)‖·‖² penalty, the notebook's 0.1·(‖W‖² + ‖θ‖²)
-    hints: bool = True
 
     def __post_init__(self) -> None:
         for key in ("weight_lr", "weight_decay"):
@@ -60,13 +60,6 @@ class InstanceWeights(nn.Module):
     def forward(self, embedding: Tensor) -> Tensor:
         scores = torch.einsum("bc,kc,c->bk", embedding, self.theta, self.w)
         return scores.softmax(dim=1)
-
-
-def normalised_hint(adapted: Tensor, target: Tensor) -> Tensor:
-    """‖n(a) − n(t)‖² per sample (B,), n the L2 normalisation of each sample's flattened map."""
-    a = F.normalize(adapted.flatten(1), dim=1)
-    t = F.normalize(target.flatten(1), dim=1)
-    return (a - t).pow(2).sum(dim=1)
 
 
 def integrated_kl(
@@ -96,14 +89,20 @@ class AMTML(Method):
     min_teachers_reason = "it learns a mix of teachers"
     needs_fixed_temperature = "its integrated soft target is built at that T"
     fixed_logit_loss = "kl"
+    fixed_logit_loss_reason = (
+        "distils with T²·KL from its weighted mix of the teachers' soft targets"
+    )
+    default_feature: ClassVar[dict[str, Any]] = {
+        "kind": "map",
+        "adapter": "linear1x1",
+        "distance": "normalised",
+    }
+    replaces_loss = True
+    moved_options: ClassVar[dict[str, str]] = {
+        "hints": "write method.feature=none for false, leave it out for true"
+    }
 
     def __init__(self, context: MethodContext, options: AMTMLOptions) -> None:
-        if context.logit_loss.name != "kl":
-            raise MtkdrlError(
-                "method.logit_loss: 'amtml' distils with T²·KL from its weighted mix of the "
-                f"teachers' soft targets, so it takes only the default 'kl', not "
-                f"{context.logit_loss.name!r}"
-            )
         super().__init__(context, options)
         if context.student_width <= 0:
             raise MtkdrlError("student: method 'amtml' needs the width of its pooled embedding")
@@ -112,32 +111,22 @@ class AMTML(Method):
             self.weight_net.parameters(), lr=options.weight_lr, weight_decay=options.weight_decay
         )
 
-    @property
-    def uses_features(self) -> bool:
-        return self.options.hints
-
-    @property
-    def adapter_kind(self) -> str:
-        return "linear1x1"
-
-    def forward(self, batch: DistillBatch, epoch: int) -> dict[str, Tensor]:
+    def forward(self, batch: DistillBatch, epoch: int) -> tuple[dict[str, Tensor], TeacherWeights]:
+        """CE, α·KL from the integrated target and β·(the feature term's mean over teachers)."""
+        objective = self.context.objective
         logits = batch.student.logits.float()
         weights = self.weight_net(batch.student.embedding.detach().float())
-        self.last_weights = TeacherWeights(logit=weights.detach())
-        self.track(self.last_weights, batch.labels)
-        temperature = self.context.temperature
+        temperature = objective.base_temperature
         kd = integrated_kl(logits, [t.logits for t in batch.teachers], weights, temperature)
         terms = {
             "ce": F.cross_entropy(logits, batch.labels, reduction="none"),
-            "kd": self.context.alpha * kd,
+            "kd": objective.alpha * kd,
         }
         if batch.adapted:
-            hints = [
-                normalised_hint(adapted, t.features)
-                for adapted, t in zip(batch.adapted, batch.teachers, strict=True)
-            ]
-            terms["feature"] = self.context.beta * torch.stack(hints, dim=1).mean(dim=1)
-        return terms
+            maps = [t.features for t in batch.teachers]
+            distances = objective.feature.distances(batch.adapted, maps)
+            terms["feature"] = objective.beta * torch.stack(distances, dim=1).mean(dim=1)
+        return terms, TeacherWeights(logit=weights.detach())
 
     def before_step(self, access: StudentAccess) -> None:
         """One step of θ and W on the gradient the student's backward left them (averaged over
@@ -150,8 +139,7 @@ class AMTML(Method):
         self.optimizer.zero_grad(set_to_none=True)
 
     def extra_state(self) -> dict[str, Any]:
-        return {**super().extra_state(), "optimizer": self.optimizer.state_dict()}
+        return {"optimizer": self.optimizer.state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        super().load_extra_state(state)
         self.optimizer.load_state_dict(state["optimizer"])

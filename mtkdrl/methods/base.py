@@ -1,76 +1,31 @@
-"""The one small interface every distillation method implements, and what it is given.
+"""The one small interface every weighting method implements, and what it is told.
 
-A method sees one batch as raw outputs (`DistillBatch`) and returns named per-sample loss terms
-that the loop sums, logs and back-propagates. The default `forward` is the multi-teacher loss of
-docs/methods/README.md, CE + α Σ_k w_k·ℓ(z_s, z_k; T) + β Σ_k v_k·MSE_k, so a weighting method
-only says how it weights (`teacher_weights`); ℓ is the recipe's `method.logit_loss`
-(`context.logit_loss`), and a method may also replace it (`logit_loss`), choose the temperatures
-(`temperature`), or replace `forward` whole.
+A method says how much the student learns from each teacher: per-sample, per-teacher weights for
+the shared objective's logit and feature terms (`teacher_weights`), or, where a method truly
+replaces the loss, the whole loss (`replaces_loss` and `forward`). Everything else about the loss
+(the logit loss, T, the feature term, α and β) is the objective's (`mtkdrl.objective`). A method
+may learn around the student's step through its hooks: `before_step`, `observe`, `end_epoch`.
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..batch import DistillBatch, TeacherTerms, TeacherWeights
 from ..errors import MtkdrlError
-from ..logit_losses import KLLoss, LogitLoss
-from ..losses import (
-    feature_mse_per_sample,
-    stack_teacher_terms,
-    weighted_distillation_terms,
-)
 from ..pool import ModelOutputs
-from ..temperatures import PolicyInput, TemperatureContext, TemperaturePolicy
-from ..temperatures.fixed import FixedOptions, FixedTemperature
-from ._tracking import WeightSums
 
-
-@dataclass
-class DistillBatch:
-    """One batch as a method sees it: labels and every model's outputs (nothing computed yet).
-
-    `adapted[k]` is the student's map (at the method's `feature_stage`) through teacher k's
-    feature adapter, in fp32 (empty when the method uses no feature loss). Student outputs carry
-    gradients. `indices` are the samples' positions in the training set (None for other data).
-    """
-
-    labels: Tensor
-    student: ModelOutputs
-    teachers: list[ModelOutputs]
-    adapted: list[Tensor]
-    indices: Tensor | None = None
-
-    @property
-    def num_teachers(self) -> int:
-        return len(self.teachers)
-
-
-@dataclass
-class TeacherTerms:
-    """Per-sample terms before weighting: CE (B), logit loss per teacher (B×K), feature MSE (B×K).
-
-    `logit` and `feature` carry gradients into the student; detach before deriving weights.
-    """
-
-    ce: Tensor
-    logit: Tensor
-    feature: Tensor | None
-
-
-@dataclass
-class TeacherWeights:
-    """Per-sample, per-teacher weights (B×K) for the logit and, if used, the feature loss."""
-
-    logit: Tensor
-    feature: Tensor | None = None
+if TYPE_CHECKING:
+    from ..features import FeatureTerm
+    from ..logit_losses import LogitLoss
+    from ..objective import Objective
+    from ..temperatures import TemperaturePolicy
 
 
 @dataclass
@@ -78,33 +33,26 @@ class MethodContext:
     """What a method may know about the run when it is built.
 
     `teacher_heads[k]` is teacher k's frozen classifier, mapping a B×d embedding to its logits
-    (None where the head does not take pooled embeddings, e.g. a token head).
-    `weights_by_class` asks for the tracked weights' per-class means each epoch. `gather`
-    concatenates a tensor over processes (for global-batch statistics) and `reduce` averages it
-    (for gradients of state that must stay identical on every rank); both are None in a single
-    process. `logit_loss` is the recipe's `method.logit_loss`, built (T²·KL unless it says else).
-    `student_width` is the width of the student's pooled embedding (0 where unknown).
-    `temperature_policy` is the recipe's `method.temperature` built (a fixed T when None), and
-    `temperature` the number it starts from. `num_samples` is the training set's size (0 where
-    unknown) and `random_access` whether one of its samples can be read by index (not streamed).
+    (None where the head does not take pooled embeddings, e.g. a head over tokens).
+    `feature_channels[k]` is the channel count of teacher k's map at the feature term's stage
+    (empty without a feature term). `objective` is the run's shared loss (α, β, T, the feature
+    term). `gather` concatenates a tensor over processes (global-batch statistics) and `reduce`
+    averages it (gradients of state that must stay identical on every rank); both are None in a
+    single process. `batch_size` is the per-process batch and `student_width` the width of the
+    student's pooled embedding (0 where unknown).
     """
 
     teacher_names: list[str]
     num_classes: int
     embedding_dims: list[int]
-    temperature: float
-    alpha: float
-    beta: float
     teacher_heads: list[nn.Module | None]
-    weights_by_class: bool = False
+    objective: Objective
+    feature_channels: list[int] = field(default_factory=list)
+    batch_size: int = 0
+    student_width: int = 0
     gather: Callable[[Tensor], Tensor] | None = None
     reduce: Callable[[Tensor], Tensor] | None = None
     process_index: int = 0
-    logit_loss: LogitLoss = field(default_factory=KLLoss)
-    student_width: int = 0
-    temperature_policy: TemperaturePolicy | None = None
-    num_samples: int = 0
-    random_access: bool = True
 
     @property
     def num_teachers(self) -> int:
@@ -128,8 +76,8 @@ class StudentAccess:
     `params` are the live trainable parameters by name (the student's, and its feature adapters'
     under `adapters.`); `forward(params, images)` runs the student functionally
     (`torch.func.functional_call`) on copies of its buffers, so a look-ahead step never moves BN
-    statistics; `loss(params, batch)` is the method's mean loss on `batch` (the current one
-    when None) with the student at `params`; `next_batch()` draws another training batch
+    statistics; `loss(params, batch)` is the run's mean loss on `batch` (the current one when
+    None) with the student at `params`; `next_batch()` draws another training batch
     (images, labels, indices); `outputs(params, images, labels, teacher_outputs)` is the batch a
     method sees for those images, the student and its adapters at `params`, the teachers' outputs
     given (e.g. stored with the images). `momentum`, `weight_decay`, `nesterov` and
@@ -156,15 +104,16 @@ class NoOptions:
 
 
 class Method(nn.Module, abc.ABC):
-    """A distillation method: per-sample loss terms from one batch of outputs.
+    """A weighting method: the teachers' per-sample weights for one batch.
 
     Subclasses set `name`, `description` (one line, for cards and tables), `citation` (BibTeX,
     empty for none) and optionally an `Options` dataclass (validated from `method.options`),
-    `min_teachers` (a smaller pool gets one line saying `min_teachers_reason`) and
-    `tracked_weights` (which of `TeacherWeights`' fields to log per teacher and epoch; a method
-    may log more matrices through `tracked_matrices`). Trainable state lives in the module
-    (saved as safetensors), running state in `extra_state()` (tensors and plain values only: the
-    run saves it as safetensors plus JSON, never as a pickle).
+    `default_feature` (the feature term a recipe without `method.feature` gets), `min_teachers`
+    (a smaller pool gets one line saying `min_teachers_reason`) and `tracked_weights` (which of
+    `TeacherWeights`' fields the run logs per teacher and epoch; `tracked_matrices` may add
+    more). Trainable state lives in the module (saved as safetensors), running state in
+    `extra_state()` (tensors and plain values only: saved as safetensors plus JSON, never as a
+    pickle).
     """
 
     name: ClassVar[str] = ""
@@ -172,14 +121,19 @@ class Method(nn.Module, abc.ABC):
     citation: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     uses_teachers: ClassVar[bool] = True
+    default_feature: ClassVar[str | Mapping[str, Any]] = "none"
     tracked_weights: ClassVar[tuple[str, ...]] = ()
     min_teachers: ClassVar[int] = 0
     min_teachers_reason: ClassVar[str] = ""  # why, for the one line a smaller pool gets
     fixed_logit_loss: ClassVar[str] = ""  # the logit loss it always uses ("": the recipe's)
+    fixed_logit_loss_reason: ClassVar[str] = ""  # why, for the one line another gets
     needs_fixed_temperature: ClassVar[str] = ""  # why, where a temperature policy cannot apply
     # logit weights equal over the teachers whatever the batch: a policy's ensemble is then their
     # plain mean, with no trial pass
     equal_logit_weights: ClassVar[bool] = False
+    replaces_loss: ClassVar[bool] = False  # `forward` gives the whole loss, not weights
+    # options that became feature terms: option -> what to write instead, for a one-line hint
+    moved_options: ClassVar[dict[str, str]] = {}
 
     def __init__(self, context: MethodContext, options: Any) -> None:
         if context.num_teachers < self.min_teachers:
@@ -191,131 +145,65 @@ class Method(nn.Module, abc.ABC):
         super().__init__()
         self.context = context
         self.options = options
-        policy = context.temperature_policy
-        self.temperature_policy = policy or FixedTemperature(
-            FixedOptions(context.temperature), TemperatureContext()
-        )
-        if self.needs_fixed_temperature and self.temperature_policy.fixed_value is None:
+
+    # ------------------------------------------------- checks before anything is built
+    @classmethod
+    def logit_loss_for(cls, named: LogitLoss, options: Any) -> LogitLoss:
+        """The logit loss this method distils with: the recipe's `method.logit_loss`, unless the
+        method always uses its own (`fixed_logit_loss`), when another is one line."""
+        if cls.fixed_logit_loss and named.name != cls.fixed_logit_loss:
             raise MtkdrlError(
-                f"method.temperature: method {self.name!r} needs one fixed T "
-                f"({self.needs_fixed_temperature}); give a number, not policy "
-                f"{self.temperature_policy.name!r}"
+                f"method.logit_loss: method {cls.name!r} {cls.fixed_logit_loss_reason}, so it "
+                f"takes only {cls.fixed_logit_loss!r}, not {named.name!r}"
             )
-        self.last_weights: TeacherWeights | None = None
-        self.weight_sums = self.fresh_weight_sums()
+        return named
 
-    @property
-    def uses_features(self) -> bool:
-        """Whether the run needs feature maps, adapters and the feature loss."""
-        return False
-
-    @property
-    def feature_stage(self) -> int:
-        """Which entry of timm's `forward_intermediates` the feature loss reads, for student and
-        teachers alike (-1: the last stage's map)."""
-        return -1
-
-    @property
-    def adapter_kind(self) -> str:
-        """The student-to-teacher adapter (a key of `losses.ADAPTERS`): 1×1 conv, BN, ReLU."""
-        return "conv1x1"
+    @classmethod
+    def check_objective(cls, policy: TemperaturePolicy, feature: FeatureTerm) -> None:
+        """One line where the recipe's temperature policy or feature term cannot serve this
+        method, before any compute."""
+        if cls.needs_fixed_temperature and policy.fixed_value is None:
+            raise MtkdrlError(
+                f"method.temperature: method {cls.name!r} needs one fixed T "
+                f"({cls.needs_fixed_temperature}); give a number, not policy {policy.name!r}"
+            )
+        if not cls.uses_teachers and feature.stage is not None:
+            raise MtkdrlError(
+                f"method.feature: method {cls.name!r} runs no teacher, so feature term "
+                f"{feature.name!r} has nothing to compare with; drop method.feature"
+            )
 
     def describe(self) -> str:
         """A line for the run's log about the method's own state (empty if nothing to say)."""
         return ""
 
-    # ------------------------------------------------------------------ the loss
-    def temperature(self, batch: DistillBatch, epoch: int) -> float | Tensor:
-        """T for the logit loss: a number, a per-sample tensor (B or B×1), or one per sample and
-        teacher (B×K)."""
-        policy = self.temperature_policy
-        ensemble = self.ensemble_probabilities(batch, epoch) if policy.needs_ensemble else None
-        seen = PolicyInput(batch.student.logits, ensemble, batch.labels, epoch, batch.indices)
-        return policy.choose(seen)
+    @property
+    def batch_size(self) -> int | None:
+        """The one per-process batch size this method takes (None: any), e.g. for a dry run."""
+        return None
 
-    def ensemble_probabilities(self, batch: DistillBatch, epoch: int) -> Tensor:
-        """The teachers' softmax at T = 1 mixed by this method's logit weights (B×C), for a
-        temperature policy's state: the weights come from a trial pass at the fixed T that leaves
-        the method's running state as it was (none for `equal_logit_weights`)."""
-        probs = torch.stack([t.logits.float().softmax(dim=1) for t in batch.teachers], dim=1)
-        if self.equal_logit_weights:
-            return probs.mean(dim=1)
-        with torch.no_grad(), self.look_ahead():
-            terms = self.terms_at(batch, epoch, self.context.temperature)
-            weights = self.teacher_weights(batch, terms, epoch).logit.detach().float()
-        mixed = (weights.unsqueeze(2) * probs).sum(dim=1)
-        return mixed / weights.sum(dim=1, keepdim=True).clamp_min(1e-12)
-
-    def logit_loss(
-        self,
-        student_logits: Tensor,
-        teacher_logits: Tensor,
-        labels: Tensor,
-        temperature: float | Tensor,
-        epoch: int,
-    ) -> Tensor:
-        """Per-sample logit loss (B,) against one teacher: the recipe's `method.logit_loss`
-        (T²·KL by default); `temperature` is a number or this teacher's B×1 column."""
-        return self.context.logit_loss(student_logits, teacher_logits, labels, temperature, epoch)
-
-    def teacher_terms(self, batch: DistillBatch, epoch: int) -> TeacherTerms:
-        """CE, the logit loss against every teacher and the feature MSE, per sample."""
-        logits = batch.student.logits.float()
-        ce = F.cross_entropy(logits, batch.labels, reduction="none")
-        if not batch.teachers:
-            return TeacherTerms(ce, logits.new_zeros(logits.shape[0], 0), None)
-        return self.terms_at(batch, epoch, self.temperature(batch, epoch))
-
-    def terms_at(
-        self, batch: DistillBatch, epoch: int, temperature: float | Tensor
-    ) -> TeacherTerms:
-        """`teacher_terms` at a given temperature."""
-        logits = batch.student.logits.float()
-        ce = F.cross_entropy(logits, batch.labels, reduction="none")
-        columns = _per_teacher(temperature, logits.shape[0], batch.num_teachers)
-        logit = stack_teacher_terms(
-            [
-                self.logit_loss(logits, t.logits, batch.labels, column, epoch)
-                for t, column in zip(batch.teachers, columns, strict=True)
-            ]
-        )
-        feature = None
-        if batch.adapted:
-            feature = stack_teacher_terms(
-                [
-                    feature_mse_per_sample(adapted, t.features)
-                    for adapted, t in zip(batch.adapted, batch.teachers, strict=True)
-                ]
-            )
-        return TeacherTerms(ce, logit, feature)
-
+    # ------------------------------------------------------------------ the weights
     def teacher_weights(
         self, batch: DistillBatch, terms: TeacherTerms, epoch: int
     ) -> TeacherWeights:
-        """The weights for this batch (B×K); the loop detaches nothing for you."""
-        raise NotImplementedError(f"method {self.name!r} defines neither weights nor forward")
+        """The weights for this batch (B×K) given its unweighted terms; detach what you read."""
+        raise TypeError(f"method {self.name!r} defines neither teacher_weights nor forward")
 
-    def forward(self, batch: DistillBatch, epoch: int) -> dict[str, Tensor]:
-        """Named per-sample loss terms (B,); their sum is the sample's loss."""
-        terms = self.teacher_terms(batch, epoch)
-        weights = self.teacher_weights(batch, terms, epoch)
-        self.last_weights = weights
-        self.track(weights, batch.labels)
-        return weighted_distillation_terms(
-            terms.ce,
-            terms.logit,
-            terms.feature,
-            weights.logit,
-            weights.feature,
-            self.context.alpha,
-            self.context.beta,
-        )
+    def forward(self, batch: DistillBatch, epoch: int) -> tuple[dict[str, Tensor], TeacherWeights]:
+        """For `replaces_loss` methods: named per-sample loss terms (B each; their sum is the
+        sample's loss) and the weights applied, for the logs."""
+        raise TypeError(f"method {self.name!r} does not replace the loss; use teacher_weights")
+
+    def tracked_matrices(self, weights: TeacherWeights) -> dict[str, Tensor]:
+        """The B×K matrices logged per teacher and epoch, by kind: the tracked weights'."""
+        matrices = {kind: getattr(weights, kind) for kind in self.tracked_weights}
+        return {kind: matrix for kind, matrix in matrices.items() if matrix is not None}
 
     # ------------------------------------------------------------- around a step
     @contextlib.contextmanager
     def look_ahead(self) -> Iterator[None]:
-        """Forward passes inside leave the method's running state (last weights, tracked figures,
-        pending agent state) as it was: for a hook's trial losses."""
+        """Forward passes inside leave the method's running state (pending agent state, a step's
+        batch) as it was: for trial losses."""
         saved = {k: v for k, v in vars(self).items() if not k.startswith("_")}
         try:
             yield
@@ -328,48 +216,14 @@ class Method(nn.Module, abc.ABC):
     def observe(self, batch: DistillBatch, sample_loss: Tensor, epoch: int) -> None:
         """Called after the student's optimizer step with the step's per-sample loss (detached)."""
 
-    def end_epoch(self, epoch: int) -> dict[str, float]:
-        """Called at each epoch's end; returns figures to log (the tracked weights' by default)."""
-        return self.weight_figures()
-
-    # ------------------------------------------------------------ tracked weights
-    def fresh_weight_sums(self) -> WeightSums:
-        classes = self.context.num_classes if self.context.weights_by_class else 0
-        return WeightSums(self.context.num_teachers, classes)
-
-    def tracked_matrices(self, weights: TeacherWeights) -> dict[str, Tensor]:
-        """The B×K matrices logged per teacher and epoch, by kind: the tracked weights'."""
-        return {kind: getattr(weights, kind) for kind in self.tracked_weights}
-
-    def track(self, weights: TeacherWeights, labels: Tensor) -> None:
-        """Add this batch's tracked matrices to the epoch's sums."""
-        if self.tracked_weights:
-            self.weight_sums = self.weight_sums.add(self.tracked_matrices(weights), labels)
-
-    def weight_figures(self) -> dict[str, float | list]:
-        """`w_<kind>_mean/<k>`, `w_<kind>_std/<k>` (and by class, if asked) over the epoch's
-        samples on all processes; the next epoch starts from zero."""
-        figures = self.weight_sums.figures(self.context.gather)
-        self.weight_sums = self.fresh_weight_sums()
-        return figures
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        """Called at each epoch's end; returns figures of its own to log."""
+        return {}
 
     # ---------------------------------------------------------------- checkpoint
     def extra_state(self) -> dict[str, Any]:
         """Running state beyond parameters and buffers: tensors, numbers, strings, lists, dicts."""
-        return {
-            "weight_sums": self.weight_sums.state(),
-            "temperature": self.temperature_policy.extra_state(),
-        }
+        return {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.weight_sums = self.weight_sums.with_state(state["weight_sums"])
-        self.temperature_policy.load_extra_state(state["temperature"])
-
-
-def _per_teacher(temperature: float | Tensor, batch_size: int, num_teachers: int) -> list:
-    """Split a temperature into one per teacher: the number itself, or that teacher's B×1 column."""
-    if not isinstance(temperature, Tensor):
-        return [temperature] * num_teachers
-    grid = temperature.reshape(-1, 1) if temperature.dim() == 1 else temperature
-    grid = grid.expand(batch_size, num_teachers)
-    return [grid[:, k : k + 1] for k in range(num_teachers)]
+        """Restore `extra_state()`."""

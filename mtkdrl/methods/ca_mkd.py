@@ -11,7 +11,7 @@ term is shared with MTKD-RL's (`_weighting.py`). See docs/methods/ca_mkd.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,7 @@ from torch import Tensor
 from ..errors import MtkdrlError
 from . import register_method
 from ._weighting import confidence_weights
-from .base import DistillBatch, Method, MethodContext, TeacherTerms, TeacherWeights
+from .base import DistillBatch, Method, MethodContext, NoOptions, TeacherTerms, TeacherWeights
 
 CA_MKD_CITATION = """@inproceedings{zhang2022confidence,
   title     = {Confidence-Aware Multi-Teacher Knowledge Distillation},
@@ -32,13 +32,6 @@ CA_MKD_CITATION = """@inproceedings{zhang2022confidence,
   eprint    = {2201.00007},
   archivePrefix = {arXiv}
 }"""
-
-
-@dataclass
-class CAMKDOptions:
-    """CA-MKD settings (docs/methods/ca_mkd.md#options)."""
-
-    features: bool = True  # the intermediate-feature term (the code's `--distill inter`)
 
 
 def teacher_cross_entropy(logits: list[Tensor], labels: Tensor) -> Tensor:
@@ -58,43 +51,43 @@ class ConfidenceAwareMKD(Method):
         "CA-MKD (Zhang et al., ICASSP 2022): teachers weighted by their confidence on the label"
     )
     citation = CA_MKD_CITATION
-    Options = CAMKDOptions
+    default_feature = "map"
+    moved_options: ClassVar[dict[str, str]] = {
+        "features": "write method.feature=none for false, leave it out for true"
+    }
     tracked_weights = ("logit", "feature")
     min_teachers = 2
     min_teachers_reason = "its confidence term divides by K - 1"
 
-    def __init__(self, context: MethodContext, options: CAMKDOptions) -> None:
+    def __init__(self, context: MethodContext, options: NoOptions) -> None:
         super().__init__(context, options)
-        heads = zip(context.teacher_names, context.teacher_heads, strict=True)
-        missing = [name for name, head in heads if head is None]
-        if options.features and missing:
+        feature = context.objective.feature
+        if feature.stage is None:
+            return
+        names, heads = context.teacher_names, context.teacher_heads
+        missing = [name for name, head in zip(names, heads, strict=True) if head is None]
+        if missing:
             raise MtkdrlError(
-                f"teachers: method 'ca_mkd' weighs features through each teacher's classifier "
-                f"head, and {missing[0]!r} has none that takes its pooled embedding; set "
-                "method.options.features=false for logit weights only"
+                f"teachers: method 'ca_mkd' weighs the feature term through each teacher's "
+                f"classifier head, and {missing[0]!r} has none that takes its pooled embedding; "
+                "set method.feature=none for logit weights only"
             )
-
-    @property
-    def uses_features(self) -> bool:
-        return self.options.features
-
-    def tracked_matrices(self, weights: TeacherWeights) -> dict[str, Tensor]:
-        """The logit weights and, with `features`, the feature weights."""
-        return {k: v for k, v in super().tracked_matrices(weights).items() if v is not None}
+        fits = zip(names, context.feature_channels, context.embedding_dims, strict=True)
+        for k, (name, channels, width) in enumerate(fits):
+            if channels != width:
+                raise MtkdrlError(
+                    f"method.feature: method 'ca_mkd' feeds the student's map, adapted for each "
+                    f"teacher, to that teacher's classifier head, which takes a {width}-wide "
+                    f"embedding; feature term {feature.describe()} gives {name!r} (teachers.{k}) "
+                    f"maps of {channels} channels; use a term whose maps have the embedding's "
+                    "width (a CNN's last stage, stage -1, for most) or method.feature=none"
+                )
 
     def head_logits(self, batch: DistillBatch) -> list[Tensor]:
         """Teacher k's head on the spatial mean of the student's map adapted for teacher k."""
         logits = []
-        for k, (adapted, teacher) in enumerate(zip(batch.adapted, batch.teachers, strict=True)):
+        for k, adapted in enumerate(batch.adapted):
             pooled = adapted.detach().float().mean(dim=(2, 3))
-            if pooled.shape[1] != teacher.embedding.shape[1]:
-                raise MtkdrlError(
-                    f"teachers.{k}: method 'ca_mkd' feeds the adapted student map "
-                    f"({pooled.shape[1]} channels) to the classifier head of "
-                    f"{self.context.teacher_names[k]!r}, which takes its "
-                    f"{teacher.embedding.shape[1]}-wide embedding (not its pooled last map); "
-                    "set method.options.features=false for logit weights only"
-                )
             head = self.context.head(k)
             weight = next(iter(head.parameters()), None)
             with torch.no_grad():
@@ -107,7 +100,7 @@ class ConfidenceAwareMKD(Method):
         k = batch.num_teachers
         logit_ce = teacher_cross_entropy([t.logits for t in batch.teachers], batch.labels)
         logit = confidence_weights(logit_ce) / k
-        if not self.options.features:
+        if not batch.adapted:
             return TeacherWeights(logit=logit)
         feature_ce = teacher_cross_entropy(self.head_logits(batch), batch.labels)
         return TeacherWeights(logit=logit, feature=confidence_weights(feature_ce) / k)

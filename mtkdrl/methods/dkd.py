@@ -2,20 +2,18 @@
 
 KD's KL is split into the target class's binary part (TCKD) and the part over the other classes
 (NCKD), weighted α and β on their own: CE + min(epoch/warm-up, 1)·(α·TCKD + β·NCKD), T²-scaled,
-averaged (1/K each) over several teachers. No feature loss. Any other method gets the same loss
-with `method.logit_loss: dkd`. See docs/methods/dkd.md.
+averaged (1/K each) over several teachers, with no feature term by default. Any other method gets
+the same loss with `method.logit_loss: dkd`. See docs/methods/dkd.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from torch import Tensor
-
 from ..errors import MtkdrlError
-from ..logit_losses import DecoupledKDLoss, DKDOptions
+from ..logit_losses import DecoupledKDLoss, DKDOptions, LogitLoss
 from . import register_method
-from .base import DistillBatch, Method, MethodContext, TeacherTerms, TeacherWeights
+from .base import DistillBatch, Method, TeacherTerms, TeacherWeights
 
 DKD_CITATION = """@inproceedings{zhao2022decoupled,
   title     = {Decoupled Knowledge Distillation},
@@ -37,8 +35,9 @@ class DecoupledKD(Method):
     Options = DKDOptions
     fixed_logit_loss = "dkd"
 
-    def __init__(self, context: MethodContext, options: DKDOptions) -> None:
-        named = context.logit_loss
+    @classmethod
+    def logit_loss_for(cls, named: LogitLoss, options: DKDOptions) -> LogitLoss:
+        """DKD with `method.options`' settings; a recipe's other logit loss is one line."""
         if named.name not in ("kl", "dkd"):
             raise MtkdrlError(
                 f"method.logit_loss: method 'dkd' always uses the DKD logit loss, the recipe "
@@ -51,18 +50,7 @@ class DecoupledKD(Method):
                 f"(alpha, beta, warmup_epochs), not from method.logit_loss ({given}); "
                 "move them to method.options and drop method.logit_loss"
             )
-        super().__init__(context, options)
-        self.dkd = DecoupledKDLoss(options, where="method.options")
-
-    def logit_loss(
-        self,
-        student_logits: Tensor,
-        teacher_logits: Tensor,
-        labels: Tensor,
-        temperature: float | Tensor,
-        epoch: int,
-    ) -> Tensor:
-        return self.dkd(student_logits, teacher_logits, labels, temperature, epoch)
+        return DecoupledKDLoss(options, where="method.options")
 
     def teacher_weights(
         self, batch: DistillBatch, terms: TeacherTerms, epoch: int

@@ -5,7 +5,7 @@ unsure. With H_k the entropy of teacher k's softmax at T = 1, the CA-MKD code th
 reference baseline weights teacher k by w_k = 1 − H_k / Σ_j H_j (the weights sum to K − 1) and
 divides the weighted KL sum by B·K. The shared loss has no 1/K of its own, so the weights here
 carry it: w_k / K, and the batch mean of CE + α Σ_k (w_k / K)·KL_k is the official loss exactly.
-Logits only; no labels are needed. See docs/methods/ebkd.md.
+The weights are for the logits; no labels are needed. See docs/methods/ebkd.md.
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def entropy_weights(teacher_logits: list[Tensor], temperature: float) -> Tensor:
 
 @register_method
 class EntropyKD(Method):
-    """Per-sample weights (1 − H_k / Σ_j H_j) / K from the teachers' entropies; no feature loss."""
+    """Per-sample weights (1 − H_k / Σ_j H_j) / K from the teachers' entropies, for the logits (a
+    feature term, if the recipe picks one, is weighted 1/K)."""
 
     name = "ebkd"
     description = "EBKD (Kwon et al., ICASSP 2020): sure (low-entropy) teachers weigh more"

@@ -19,7 +19,7 @@ HINTON_CITATION = """@article{hinton2015distilling,
 
 @register_method
 class HintonKD(Method):
-    """Weight 1 on the single teacher's logits; no feature loss."""
+    """Weight 1 on the single teacher; no feature term by default."""
 
     name = "kd"
     description = "KD (Hinton et al. 2015): one teacher's softened logits, T²-scaled KL"

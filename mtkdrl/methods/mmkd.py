@@ -3,7 +3,8 @@ networks, learned so that the student does well after a few look-ahead steps.
 
 The student's loss is the shared one, CE + α Σ_k w_k·KL_k + β Σ_k v_k·MSE_k, with w from a logit
 network over [z_1 … z_K, z_s] and v from a feature network over the batch's Gram matrices
-(F_k F_kᵀ, B×B each), the student's maps going through bottleneck regressors. Every `meta_every`
+(F_k F_kᵀ, B×B each, at the feature term's stage); by default the student's maps go through
+bottleneck regressors, and without a feature term there is no feature network. Every `meta_every`
 steps a hard batch (from a buffer of misclassified samples) is used to unroll, through
 differentiable SGD steps of the student and its regressors imitating the student's optimizer, two
 steps on the matching loss α·KD + β·feature (weights from the networks) and one on CE; the CE after
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +56,6 @@ class MMKDOptions:
     look_ahead: Literal["unrolled", "one_step"] = "unrolled"
     hard_buffer: bool = True
     buffer_size: int = 256
-    regressor: Literal["bottleneck", "conv1x1"] = "bottleneck"
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "meta_every", "buffer_size"):
@@ -218,11 +218,25 @@ class MMKD(Method):
     needs_fixed_temperature = (
         "its look-ahead recomputes the loss, which must not draw new temperatures"
     )
+    default_feature: ClassVar[dict[str, Any]] = {"kind": "map", "adapter": "bottleneck"}
+    moved_options: ClassVar[dict[str, str]] = {
+        "regressor": "write method.feature={kind: map, adapter: conv1x1} (bottleneck by default)"
+    }
 
     def __init__(self, context: MethodContext, options: MMKDOptions) -> None:
         super().__init__(context, options)
+        uses_features = context.objective.feature_stage is not None
+        if uses_features and context.batch_size and context.batch_size != options.batch_size:
+            raise MtkdrlError(
+                f"method.options.batch_size: MMKD's feature-weight network is sized by the "
+                f"per-process batch, data.batch_size {context.batch_size}, and the options say "
+                f"{options.batch_size}; set method.options.batch_size={context.batch_size} (or "
+                "method.feature=none, which has no feature network)"
+            )
         self.logit_net = LogitWeightNet(context.num_classes, context.num_teachers)
-        self.feature_net = FeatureWeightNet(options.batch_size, context.num_teachers)
+        self.feature_net = None
+        if uses_features:
+            self.feature_net = FeatureWeightNet(options.batch_size, context.num_teachers)
         self.optimizer = torch.optim.Adam(
             self.meta_parameters(), lr=options.meta_lr, weight_decay=options.meta_weight_decay
         )
@@ -234,15 +248,12 @@ class MMKD(Method):
         self._epoch = 0
 
     def meta_parameters(self) -> list[nn.Parameter]:
-        return [*self.logit_net.parameters(), *self.feature_net.parameters()]
+        return list(self.parameters())
 
     @property
-    def uses_features(self) -> bool:
-        return True
-
-    @property
-    def adapter_kind(self) -> str:
-        return self.options.regressor
+    def batch_size(self) -> int | None:
+        """The one batch size its feature-weight network takes (None: any)."""
+        return None if self.feature_net is None else self.options.batch_size
 
     def describe(self) -> str:
         mode = "one-step approximation" if self.options.look_ahead == "one_step" else "unrolled"
@@ -255,6 +266,8 @@ class MMKD(Method):
         """Both networks' weights (B×K), carrying gradients to their parameters."""
         student = batch.student.detach().float()
         logit = self.logit_net([t.logits for t in batch.teachers], student.logits)
+        if self.feature_net is None:
+            return TeacherWeights(logit=logit)
         feature = self.feature_net([t.features for t in batch.teachers], student.features)
         return TeacherWeights(logit=logit, feature=feature)
 
@@ -273,11 +286,12 @@ class MMKD(Method):
 
     def match_loss(self, batch: DistillBatch, epoch: int) -> Tensor:
         """α·KD + β·feature with the networks' weights, no CE: the look-ahead's loss."""
-        terms = self.teacher_terms(batch, epoch)
-        weights = self.weights(batch)
-        kd = (weights.logit * terms.logit).sum(dim=1)
-        feature = (weights.feature * terms.feature).sum(dim=1)
-        return (self.context.alpha * kd + self.context.beta * feature).mean()
+        objective = self.context.objective
+        terms = objective.terms(batch, epoch, objective.base_temperature)
+        named = objective.combine(terms, self.weights(batch))
+        if "feature" not in named:
+            return named["kd"].mean()
+        return (named["kd"] + named["feature"]).mean()
 
     # ---------------------------------------------------------------- meta step
     def before_step(self, access: StudentAccess) -> None:
@@ -301,7 +315,7 @@ class MMKD(Method):
         """Adam on the networks' parameters along d CE(after the look-ahead) / d φ."""
         images, labels = items["images"], items["labels"]
         teachers = [
-            ModelOutputs(items[f"logits{k}"], items[f"embedding{k}"], items[f"features{k}"])
+            ModelOutputs(items[f"logits{k}"], items[f"embedding{k}"], items.get(f"features{k}"))
             for k in range(self.context.num_teachers)
         ]
         epoch = self._epoch
@@ -328,12 +342,11 @@ class MMKD(Method):
         self.meta_updates += 1
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
-        return {**self.weight_figures(), "meta_updates": self.meta_updates}
+        return {"meta_updates": self.meta_updates}
 
     # ---------------------------------------------------------------- checkpoint
     def extra_state(self) -> dict[str, Any]:
         return {
-            **super().extra_state(),
             "optimizer": self.optimizer.state_dict(),
             "buffer": self.buffer.state(),
             "steps": self.steps,
@@ -341,7 +354,6 @@ class MMKD(Method):
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        super().load_extra_state(state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.buffer.load(state["buffer"])
         self.steps, self.meta_updates = state["steps"], state["meta_updates"]
@@ -352,5 +364,6 @@ def teacher_items(teachers: list[ModelOutputs]) -> dict[str, Tensor]:
     items = {}
     for k, t in enumerate(teachers):
         items.update({f"logits{k}": t.logits, f"embedding{k}": t.embedding})
-        items[f"features{k}"] = t.features
+        if t.features is not None:  # without a feature term the teachers give no maps
+            items[f"features{k}"] = t.features
     return items

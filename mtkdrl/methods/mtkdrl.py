@@ -3,8 +3,10 @@
 Both agent updates share the state, the policy network and the reward (docs/methods/mtkdrl.md);
 each update is a file of its own (`_mtkdrl_official.py`, `_mtkdrl_reinforce.py`), picked by
 `agent_update` from `AGENT_UPDATES`. The reward is the student's pre-update loss,
-r = -(CE + α Σ w·KL + β Σ v·MSE) with the applied weights. Each feature adapter reads the
-student's own map: the official code chains the resized maps from one teacher to the next.
+r = -(CE + α Σ w·KL + β Σ v·d) with the applied weights, d the recipe's feature term (the
+last-stage map by default). Each feature adapter reads the student's own map: the official code
+chains the resized maps from one teacher to the next. Without a feature term the state's
+student-teacher similarity is 0 and the feature weights apply to nothing.
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ class MTKDRL(Method):
     tracked_weights = ("logit", "feature")
     min_teachers = 2
     min_teachers_reason = "its confidence term divides by K - 1"
+    default_feature = "map"
 
     def __init__(self, context: MethodContext, options: MTKDRLOptions) -> None:
         super().__init__(context, options)
@@ -130,27 +133,27 @@ class MTKDRL(Method):
         self.agent = AGENT_UPDATES[options.agent_update](policy, context, options, widths)
         self.pending: AgentState | None = None  # this step's state, until `observe`
         self.pending_terms: TeacherTerms | None = None  # this step's per-teacher terms, likewise
+        self.pending_weights: TeacherWeights | None = None  # this step's applied weights, likewise
         self.last_sources: dict[str, Tensor] = {}  # this step's weight sources, for the logs
 
     def describe(self) -> str:
         return self.agent.describe()
-
-    @property
-    def uses_features(self) -> bool:
-        return True
 
     def agent_state(self, batch: DistillBatch, terms: TeacherTerms) -> AgentState:
         """The detached state (docs/methods/mtkdrl.md#state) from this batch's outputs and terms."""
         teacher_ce = torch.stack(
             [F.cross_entropy(t.logits, batch.labels, reduction="none") for t in batch.teachers], 1
         )
-        cos = torch.stack(
-            [
-                teacher_similarity(adapted, t)
-                for adapted, t in zip(batch.adapted, batch.teachers, strict=True)
-            ],
-            dim=1,
-        )
+        if batch.adapted:
+            cos = torch.stack(
+                [
+                    teacher_similarity(adapted, t)
+                    for adapted, t in zip(batch.adapted, batch.teachers, strict=True)
+                ],
+                dim=1,
+            )
+        else:  # no feature term: nothing to compare
+            cos = teacher_ce.new_zeros(teacher_ce.shape)
         return build_state(
             terms.logit.detach(),
             teacher_ce,
@@ -172,10 +175,12 @@ class MTKDRL(Method):
         if epoch < self.options.warmup_epochs:
             fill = 1.0 if self.options.warmup_weight == "one" else 1.0 / batch.num_teachers
             ones = terms.logit.new_full(terms.logit.shape, fill)
-            return TeacherWeights(ones, ones.clone())
+            self.pending_weights = TeacherWeights(ones, ones.clone())
+            return self.pending_weights
         with torch.no_grad():
             logit_w, feature_w = self.agent.act(*self.agent.policy.mix(self.last_sources))
-        return TeacherWeights(logit_w, feature_w)
+        self.pending_weights = TeacherWeights(logit_w, feature_w)
+        return self.pending_weights
 
     def tracked_matrices(self, weights: TeacherWeights) -> dict[str, Tensor]:
         """The applied weights and, to show what each contributes, every source before mixing
@@ -183,9 +188,8 @@ class MTKDRL(Method):
         return {**super().tracked_matrices(weights), **self.last_sources}
 
     def observe(self, batch: DistillBatch, sample_loss: Tensor, epoch: int) -> None:
-        state, terms = self.pending, self.pending_terms
-        self.pending = self.pending_terms = None
-        weights = self.last_weights
+        state, terms, weights = self.pending, self.pending_terms, self.pending_weights
+        self.pending = self.pending_terms = self.pending_weights = None
         reward = -sample_loss.float()
         if self.options.reward == "centred":
             reward = reward + self.reward_centring(terms, weights)
@@ -196,19 +200,19 @@ class MTKDRL(Method):
         over the (global) batch: added to −loss, each term is measured from its teacher's mean,
         so no teacher is preferred for being closer to the student overall
         (docs/methods/mtkdrl.md#reward)."""
-        gather = self.context.gather
+        gather, objective = self.context.gather, self.context.objective
         logit = terms.logit.float()
-        centring = self.context.alpha * (weights.logit * _batch_mean(logit, gather)).sum(1)
+        centring = objective.alpha * (weights.logit * _batch_mean(logit, gather)).sum(1)
         if terms.feature is not None and weights.feature is not None:
             feature = terms.feature.float()
-            centring = centring + self.context.beta * (
+            centring = centring + objective.beta * (
                 weights.feature * _batch_mean(feature, gather)
             ).sum(1)
         return centring
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         self.agent.end_epoch()
-        figures = {"agent_updates": float(self.agent.updates), **self.weight_figures()}
+        figures = {"agent_updates": float(self.agent.updates)}
         if self.options.dynamic:
             with torch.no_grad():
                 logit_mix, feature_mix = self.agent.policy.mixing()
@@ -218,10 +222,9 @@ class MTKDRL(Method):
         return figures
 
     def extra_state(self) -> dict[str, Any]:
-        return {**super().extra_state(), "agent": self.agent.extra_state()}
+        return {"agent": self.agent.extra_state()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        super().load_extra_state(state)
         self.agent.load_extra_state(state["agent"])
 
 

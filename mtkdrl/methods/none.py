@@ -5,20 +5,19 @@ See docs/methods/none.md.
 
 from __future__ import annotations
 
-import torch.nn.functional as F
-from torch import Tensor
-
 from . import register_method
-from .base import DistillBatch, Method
+from .base import DistillBatch, Method, TeacherTerms, TeacherWeights
 
 
 @register_method
 class NoDistillation(Method):
-    """No teacher is run; the loss is the student's CE."""
+    """No teacher is run, so the objective is the student's CE alone."""
 
     name = "none"
     description = "no distillation: the student trained alone with cross-entropy"
     uses_teachers = False
 
-    def forward(self, batch: DistillBatch, epoch: int) -> dict[str, Tensor]:
-        return {"ce": F.cross_entropy(batch.student.logits.float(), batch.labels, reduction="none")}
+    def teacher_weights(
+        self, batch: DistillBatch, terms: TeacherTerms, epoch: int
+    ) -> TeacherWeights:
+        return TeacherWeights(logit=terms.logit.new_ones(terms.logit.shape))

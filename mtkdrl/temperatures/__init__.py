@@ -8,26 +8,16 @@ and it may learn around the student's step. See docs/temperatures.md.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Mapping
-from dataclasses import fields
 from typing import Any
 
 from ..errors import MtkdrlError
-from ..recipe import build_dataclass
+from ..registry import Registry, import_submodules
 from .base import PolicyInput, TemperatureContext, TemperaturePolicy
 
 WHERE = "method.temperature"
-TEMPERATURE_POLICIES: dict[str, type[TemperaturePolicy]] = {}
-
-
-def register_temperature_policy(cls: type[TemperaturePolicy]) -> type[TemperaturePolicy]:
-    """Class decorator adding a policy to `TEMPERATURE_POLICIES` under `cls.name`."""
-    if not cls.name or not cls.description:
-        raise ValueError(f"{cls.__name__} needs a non-empty `name` and `description`")
-    TEMPERATURE_POLICIES[cls.name] = cls
-    return cls
+TEMPERATURE_POLICIES = Registry("policy", WHERE, key="policy")
+register_temperature_policy = TEMPERATURE_POLICIES.register
 
 
 def build_temperature_policy(
@@ -35,30 +25,15 @@ def build_temperature_policy(
 ) -> TemperaturePolicy:
     """The policy a recipe's `method.temperature` names: a number (a fixed T) or a mapping with
     `policy` and its settings; anything else is one line naming `method.temperature`."""
-    available = ", ".join(sorted(TEMPERATURE_POLICIES))
     if isinstance(spec, int | float) and not isinstance(spec, bool):
-        name, settings = "fixed", {"value": float(spec)}
-    elif isinstance(spec, Mapping):
-        if "policy" not in spec:
-            raise MtkdrlError(
-                f"{WHERE}: a mapping needs `policy` (one of {available}), got keys "
-                f"{', '.join(map(str, spec)) or 'none'}"
-            )
-        name, settings = spec["policy"], {k: v for k, v in spec.items() if k != "policy"}
-    else:
+        spec = {"policy": "fixed", "value": float(spec)}
+    elif not isinstance(spec, Mapping):
         raise MtkdrlError(
             f"{WHERE}: expected a number (a fixed T) or a mapping {{policy: ..., <setting>: "
-            f"value}} with policy one of {available}, got {spec!r}"
+            f"value}} with policy one of {TEMPERATURE_POLICIES.available()}, got {spec!r}"
         )
-    if not isinstance(name, str) or name not in TEMPERATURE_POLICIES:
-        raise MtkdrlError(f"{WHERE}.policy: unknown policy {name!r}; available: {available}")
-    cls = TEMPERATURE_POLICIES[name]
-    valid = [f.name for f in fields(cls.Options)]
-    for key in settings:
-        if key not in valid:
-            listed = ", ".join(["policy", *valid])
-            raise MtkdrlError(f"{WHERE}.{key}: unknown setting of policy {name!r} ({listed})")
-    return cls(build_dataclass(cls.Options, dict(settings), WHERE), context)
+    cls, options = TEMPERATURE_POLICIES.resolve(spec)
+    return cls(options, context)
 
 
 def base_temperature(spec: float | Mapping[str, Any]) -> float:
@@ -69,13 +44,7 @@ def base_temperature(spec: float | Mapping[str, Any]) -> float:
     return float(spec)
 
 
-def _import_all() -> None:
-    for module in pkgutil.iter_modules(__path__):
-        if module.name != "base" and not module.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{module.name}")
-
-
-_import_all()
+import_submodules(__name__, __path__)
 
 __all__ = [
     "TEMPERATURE_POLICIES",

@@ -10,7 +10,8 @@ RUDDER-style decomposition) before GAE and PPO. The first `warmup_epochs` use T 
 the agent learns in the epochs e with (e + 1) % `rl_every` == 0. With `critical_states`, a
 detector weighs each state by how much it bears on the return before PPO sees it; with
 `remix_every`, the samples the student finds easiest are blended with hard ones for one epoch in
-every `remix_every` after the warm-up (`mtkdrl.data.remix`). See docs/temperatures.md#rl.
+every `remix_every` after the warm-up (`_remix.py`). The agent's networks are in
+`_rl_networks.py`. See docs/temperatures.md#rl.
 """
 
 from __future__ import annotations
@@ -24,12 +25,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.remix import EntropyRemix
 from ..errors import MtkdrlError
 from . import register_temperature_policy
+from ._remix import EntropyRemix
+from ._rl_networks import (
+    STATE_WIDTH,
+    CriticalStateDetector,
+    RewardRedistribution,
+    SquashedGaussianActor,
+    mlp,
+)
 from .base import PolicyInput, TemperatureContext, TemperaturePolicy
 
-STATE_WIDTH = 3
 HISTOGRAM_BINS = 20
 
 
@@ -81,38 +88,6 @@ def adam(module: nn.Module, lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(module.parameters(), lr=lr, foreach=True)
 
 
-def mlp(width: int, hidden: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(width, hidden),
-        nn.ReLU(),
-        nn.Linear(hidden, hidden),
-        nn.ReLU(),
-        nn.Linear(hidden, 1),
-    )
-
-
-class SquashedGaussianActor(nn.Module):
-    """μ = tanh(MLP(s)), a state-free log σ (σ = e^−0.5 at the start), T = t_max·sigmoid(u)."""
-
-    def __init__(self, hidden: int, t_max: float) -> None:
-        super().__init__()
-        self.mean = mlp(STATE_WIDTH, hidden)
-        self.log_std = nn.Parameter(torch.tensor(-0.5))
-        self.t_max = t_max
-
-    def distribution(self, states: Tensor) -> torch.distributions.Normal:
-        mean = torch.tanh(self.mean(states)).squeeze(1)
-        return torch.distributions.Normal(mean, self.log_std.exp().expand_as(mean))
-
-    def squash(self, pre: Tensor) -> Tensor:
-        return self.t_max * torch.sigmoid(pre)
-
-    def log_prob(self, states: Tensor, pre: Tensor) -> Tensor:
-        """log density of T = squash(u) at the sampled u: log N(u) − log |dT/du|."""
-        jacobian = math.log(self.t_max) + F.logsigmoid(pre) + F.logsigmoid(-pre)
-        return self.distribution(states).log_prob(pre) - jacobian
-
-
 def discounted_advantages(
     rewards: Tensor, values: Tensor, gamma: float, lam: float
 ) -> tuple[Tensor, Tensor]:
@@ -141,35 +116,11 @@ def reward_scale(epoch: int, schedule: str) -> float:
     return 1.0
 
 
-class RewardRedistribution(nn.Module):
-    """Predicts a trajectory's return from each (state, action); the differences of consecutive
-    predictions, corrected to sum to the return, are the samples' own rewards."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(STATE_WIDTH + 1, 16), nn.Linear(16, 1))
-
-    def forward(self, states: Tensor, actions: Tensor) -> Tensor:
-        return self.net(torch.cat([states, actions.unsqueeze(1)], dim=1)).squeeze(1)
-
-
 def redistribute(predicted: Tensor, episode_return: Tensor) -> Tensor:
     """r̃_0 = R_0, r̃_t = R_t − R_{t−1}, each plus an equal share of the last prediction's error,
     so that Σ r̃ is the episode's return."""
     rewards = torch.cat([predicted[:1], predicted[1:] - predicted[:-1]])
     return rewards + (episode_return - predicted[-1]) / len(predicted)
-
-
-class CriticalStateDetector(nn.Module):
-    """m(s) = sigmoid(Linear(16→1)(Linear(3→16)(s))): how much each state of a trajectory bears
-    on its return; PPO sees the states scaled by m."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(STATE_WIDTH, 16), nn.Linear(16, 1))
-
-    def forward(self, states: Tensor) -> Tensor:
-        return torch.sigmoid(self.net(states)).squeeze(1)
 
 
 def critical_state_loss(mask: Tensor, states: Tensor, returns: Tensor) -> Tensor:

@@ -17,9 +17,10 @@ from safetensors.torch import save_file
 import mtkdrl
 from mtkdrl.errors import MtkdrlError
 from mtkdrl.hub import ExportConfig, ExportOptions, export_run
-from mtkdrl.hub.card import TEMPLATE, CardContext, _lineage, front_matter
+from mtkdrl.hub.card import TEMPLATE, CardContext, front_matter
 from mtkdrl.hub.lineage import base_model, provenance
 from mtkdrl.hub.run import Score, read_run
+from mtkdrl.hub.sections import _lineage
 from mtkdrl.recipe import MethodConfig, ModelSpec, Recipe
 
 from .helpers import CIFAR_REPO

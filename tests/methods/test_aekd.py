@@ -8,23 +8,20 @@ import torch.nn.functional as F
 
 from mtkdrl.errors import MtkdrlError
 from mtkdrl.losses import kl_per_sample
-from mtkdrl.methods import METHODS, DistillBatch, MethodContext, create_method
+from mtkdrl.methods import METHODS, DistillBatch
 from mtkdrl.methods.aekd import kl_logit_gradient
 from mtkdrl.outputs import read_epochs
 from mtkdrl.pool import ModelOutputs
 from mtkdrl.recipe import MethodConfig
 
+from .helpers import build, terms_of, weights_of
+
 T, ALPHA, C = 4.0, 0.9, 10
 
 
-def context(k: int, reduce=None) -> MethodContext:
-    return MethodContext(
-        [f"t{i}" for i in range(k)], C, [8] * k, T, ALPHA, 5.0, [None] * k, reduce=reduce
-    )
-
-
 def aekd(k: int, reduce=None, **options):
-    return create_method(MethodConfig(name="aekd", options=options), context(k, reduce))
+    config = MethodConfig(name="aekd", temperature=T, alpha=ALPHA, beta=5.0, options=options)
+    return build(config, k, num_classes=C, reduce=reduce)
 
 
 def outputs(logits: torch.Tensor) -> ModelOutputs:
@@ -44,8 +41,8 @@ def batch(b: int, k: int, seed: int = 0, close: float | None = None) -> DistillB
     return DistillBatch(labels, outputs(student), [outputs(t) for t in teachers], [])
 
 
-def weights(method, data: DistillBatch) -> torch.Tensor:
-    return method.teacher_weights(data, method.teacher_terms(data, 0), 0).logit
+def weights(loss, data: DistillBatch) -> torch.Tensor:
+    return weights_of(loss, data, 0).logit
 
 
 def spec_gradients(data: DistillBatch) -> torch.Tensor:
@@ -126,11 +123,11 @@ def test_closed_form_gradient_equals_autograd():
     ],
 )
 def test_weights_solve_the_capped_min_norm_problem(k, tolerance, close):
-    method = aekd(k, tolerance=tolerance)
+    loss = aekd(k, tolerance=tolerance)
     at_cap = 0
     for seed in range(8):
         data = batch(8, k, seed=seed, close=close)
-        w = weights(method, data)
+        w = weights(loss, data)
         check_rows(w, tolerance)
         expected = kkt_weights(spec_gradients(data), min(tolerance, 1.0))
         torch.testing.assert_close(w[0].double(), expected, rtol=0, atol=1e-6)
@@ -141,9 +138,9 @@ def test_weights_solve_the_capped_min_norm_problem(k, tolerance, close):
 
 def test_loss_is_ce_plus_alpha_times_the_weighted_batch_kl():
     data = batch(8, 3, seed=5)
-    method = aekd(3)
-    terms = method(data, 0)
-    assert set(terms) == {"ce", "kd"} and not method.uses_features
+    loss = aekd(3)
+    terms = terms_of(loss, data, 0)
+    assert set(terms) == {"ce", "kd"} and loss.objective.feature_stage is None
     s = data.student.logits
     alpha = kkt_weights(spec_gradients(data), 0.6).float()
     kl = torch.stack([kl_per_sample(s, t.logits, T).mean() for t in data.teachers])
@@ -162,11 +159,11 @@ def test_a_tolerance_of_one_or_more_is_the_plain_min_norm_point():
 
 
 def test_a_tolerance_below_one_over_k_gives_uniform_weights():
-    method = aekd(3, tolerance=0.2)
-    w = weights(method, batch(4, 3))
+    loss = aekd(3, tolerance=0.2)
+    w = weights(loss, batch(4, 3))
     torch.testing.assert_close(w, torch.full((4, 3), 1 / 3))
-    assert "uniform weights 1/3" in method.describe()
-    assert aekd(3).describe() == ""
+    assert "uniform weights 1/3" in loss.method.describe()
+    assert aekd(3).method.describe() == ""
 
 
 def test_normalised_gradients_rescale_the_unit_solution():
@@ -221,7 +218,7 @@ def test_processes_solve_with_the_global_batchs_gradients():
 
 def test_bad_recipes_give_one_clear_line():
     assert "aekd" in METHODS
-    method = aekd(2)
+    method = aekd(2).method
     assert method.tracked_weights == ("logit",) and "\n" not in method.description
     assert method.citation.startswith("@inproceedings{du2020agree")
     with pytest.raises(MtkdrlError, match=r"^teachers: method 'aekd' needs at least 2 .*lists 1;"):

@@ -6,20 +6,22 @@ import torch
 import torch.nn.functional as F
 
 from mtkdrl.errors import MtkdrlError
-from mtkdrl.methods import DistillBatch, MethodContext, StudentAccess, create_method
+from mtkdrl.methods import DistillBatch, StudentAccess
 from mtkdrl.methods.amtml import InstanceWeights
 from mtkdrl.outputs import read_epochs
 from mtkdrl.pool import ModelOutputs
 from mtkdrl.recipe import MethodConfig
 
+from .helpers import build, terms_of
+
 B, C, D, K = 5, 4, 6, 3
 
 
-def amtml(width: int = D, **options):
-    ctx = MethodContext(
-        [f"t{k}" for k in range(K)], C, [8] * K, 2.0, 0.5, 3.0, [None] * K, student_width=width
+def amtml(width: int = D, feature=None, **options):
+    config = MethodConfig(
+        name="amtml", temperature=2.0, alpha=0.5, beta=3.0, options=options, feature=feature
     )
-    return create_method(MethodConfig(name="amtml", options=options), ctx)
+    return build(config, K, num_classes=C, feature_channels=[7] * K, student_width=width)
 
 
 def batch(seed: int = 0) -> DistillBatch:
@@ -36,9 +38,11 @@ def batch(seed: int = 0) -> DistillBatch:
 
 
 def test_terms_match_the_formulas():
-    method, data = amtml(), batch()
-    terms = method(data, 0)
-    theta, w = method.weight_net.theta.detach(), method.weight_net.w.detach()
+    loss, data = amtml(), batch()
+    assert loss.method.replaces_loss
+    terms = terms_of(loss, data, 0)
+    _, weights = loss.method(data, 0)  # the whole-loss method gives the weights it applied
+    theta, w = loss.method.weight_net.theta.detach(), loss.method.weight_net.w.detach()
     e = data.student.embedding
     scores = torch.stack([(e * theta[k]) @ w for k in range(K)], dim=1)
     mu = torch.exp(scores) / torch.exp(scores).sum(1, keepdim=True)
@@ -51,27 +55,28 @@ def test_terms_match_the_formulas():
         .pow(2).sum(1)
         for a, t in zip(data.adapted, data.teachers, strict=True)
     ]  # fmt: skip
-    torch.testing.assert_close(method.last_weights.logit, mu, atol=1e-6, rtol=0)
+    torch.testing.assert_close(weights.logit, mu, atol=1e-6, rtol=0)
     torch.testing.assert_close(terms["kd"], kd, atol=1e-6, rtol=0)
     torch.testing.assert_close(terms["feature"], 3.0 * sum(hints) / K, atol=1e-6, rtol=0)
     assert all(0 <= h.max() <= 4 for h in hints)
 
 
 def test_the_weights_learn_from_the_students_loss():
-    method, data = amtml(weight_lr=0.1), batch()
-    before = method.weight_net.theta.detach().clone()
-    sum(method(data, 0).values()).mean().backward()
-    assert method.weight_net.theta.grad.abs().sum() > 0
+    loss, data = amtml(weight_lr=0.1), batch()
+    weight_net = loss.method.weight_net
+    before = weight_net.theta.detach().clone()
+    sum(terms_of(loss, data, 0).values()).mean().backward()
+    assert weight_net.theta.grad.abs().sum() > 0
     access = StudentAccess({}, 0.1, (None, None, None), None, None, None, None)
-    method.before_step(access)
-    assert not torch.equal(before, method.weight_net.theta)
-    assert method.weight_net.theta.grad is None  # cleared for the next step
+    loss.before_step(access)
+    assert not torch.equal(before, weight_net.theta)
+    assert weight_net.theta.grad is None  # cleared for the next step
 
 
 def test_without_hints_there_is_no_feature_term():
-    method, data = amtml(hints=False), batch()
+    loss, data = amtml(feature="none"), batch()
     data.adapted = []
-    assert not method.uses_features and set(method(data, 0)) == {"ce", "kd"}
+    assert loss.objective.feature_stage is None and set(terms_of(loss, data, 0)) == {"ce", "kd"}
 
 
 def test_bad_options_and_an_unknown_width_are_one_line():
@@ -79,9 +84,8 @@ def test_bad_options_and_an_unknown_width_are_one_line():
         amtml(weight_lr=-1)
     with pytest.raises(MtkdrlError, match=r"^student: method 'amtml' needs the width"):
         amtml(width=0)
-    ctx = MethodContext(["a", "b"], C, [8, 8], 4.0, 1.0, 1.0, [None] * 2, student_width=D)
-    with pytest.raises(MtkdrlError, match=r"^method\.logit_loss: 'amtml' .* not 'dkd'"):
-        create_method(MethodConfig(name="amtml", logit_loss="dkd"), ctx)
+    with pytest.raises(MtkdrlError, match=r"^method\.logit_loss: method 'amtml' .* not 'dkd'"):
+        build(MethodConfig(name="amtml", logit_loss="dkd"), 2, student_width=D)
 
 
 def test_dry_run_with_a_cnn_and_a_vit_teacher(cnn_and_vit_dry_run):
@@ -101,6 +105,6 @@ def test_two_processes_keep_identical_weights(tiny_run, tmp_path, two_processes)
     recipe = tiny_run(tmp_path / "run", "amtml", epochs=1, eval_teachers=False)
     recipe["data"]["batch_size"] = 8
     methods, _ = two_processes(recipe)
-    assert {"weight_net.theta", "weight_net.w"} <= methods[0].keys()
+    assert {"method.weight_net.theta", "method.weight_net.w"} <= methods[0].keys()
     start = InstanceWeights(2, 64).theta  # the run's θ moved from its seeded start
-    assert not torch.allclose(methods[0]["weight_net.theta"], start)
+    assert not torch.allclose(methods[0]["method.weight_net.theta"], start)

@@ -5,15 +5,17 @@ import torch
 import torch.nn.functional as F
 
 from mtkdrl.errors import MtkdrlError
-from mtkdrl.methods import METHODS, DistillBatch, MethodContext, create_method
+from mtkdrl.methods import METHODS, DistillBatch
 from mtkdrl.pool import ModelOutputs
 from mtkdrl.recipe import MethodConfig
+
+from .helpers import build, terms_of, weights_of
 
 T, ALPHA, BETA = 4.0, 0.7, 5.0
 
 
-def context(k: int) -> MethodContext:
-    return MethodContext([f"t{i}" for i in range(k)], 10, [8] * k, T, ALPHA, BETA, [None] * k)
+def config(name: str, **keys) -> MethodConfig:
+    return MethodConfig(name=name, temperature=T, alpha=ALPHA, beta=BETA, **keys)
 
 
 def batch(b: int, k: int, features: bool = True, seed: int = 0) -> DistillBatch:
@@ -31,10 +33,6 @@ def batch(b: int, k: int, features: bool = True, seed: int = 0) -> DistillBatch:
     return DistillBatch(labels, outputs(), [outputs() for _ in range(k)], adapted)
 
 
-def weights(method, distill_batch: DistillBatch, epoch: int = 0):
-    return method.teacher_weights(distill_batch, method.teacher_terms(distill_batch, epoch), epoch)
-
-
 def kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """T²·KL(p_t ‖ p_s) per sample, written out."""
     p_t = torch.softmax(teacher / T, 1)
@@ -50,13 +48,13 @@ def test_registry_lists_baselines():
 
 
 def test_avg_is_equal_weights_with_features_by_default():
-    method = create_method(MethodConfig(name="avg"), context(4))
+    loss = build(config("avg"), 4)
     data = batch(3, 4)
-    w = weights(method, data)
+    w = weights_of(loss, data)
     torch.testing.assert_close(w.logit, torch.full((3, 4), 0.25))
     torch.testing.assert_close(w.feature, torch.full((3, 4), 0.25))
-    assert method.uses_features
-    terms = method(data, 0)
+    assert loss.objective.feature_stage is not None
+    terms = terms_of(loss, data, 0)
     assert set(terms) == {"ce", "kd", "feature"}
     s = data.student.logits
     torch.testing.assert_close(terms["ce"], F.cross_entropy(s, data.labels, reduction="none"))
@@ -66,40 +64,52 @@ def test_avg_is_equal_weights_with_features_by_default():
     torch.testing.assert_close(terms["feature"], BETA * feature / 4)
 
 
-def test_avg_logits_only_option():
-    method = create_method(MethodConfig(name="avg", options={"features": False}), context(2))
-    assert not method.uses_features
+def test_avg_logits_only_feature_term():
+    """`method.feature: none` (the removed `features: false`): no maps, no feature term, the same
+    CE and KD as with the default term; avg's feature weights, the same 1/K whatever the
+    objective, have no term to weight."""
+    loss = build(config("avg", feature="none"), 2)
+    assert loss.objective.feature_stage is None
     data = batch(2, 2, features=False)
-    assert weights(method, data).feature is None
-    assert set(method(data, 0)) == {"ce", "kd"}
+    torch.testing.assert_close(weights_of(loss, data).logit, torch.full((2, 2), 0.5))
+    terms = terms_of(loss, data, 0)
+    assert set(terms) == {"ce", "kd"}
+    s = data.student.logits
+    torch.testing.assert_close(terms["ce"], F.cross_entropy(s, data.labels, reduction="none"))
+    kd = sum(kl(s, t.logits) for t in data.teachers) / 2
+    torch.testing.assert_close(terms["kd"], ALPHA * kd)
 
 
 def test_kd_needs_exactly_one_teacher():
-    method = create_method(MethodConfig(name="kd"), context(1))
+    loss = build(config("kd"), 1)
     data = batch(2, 1, features=False)
-    torch.testing.assert_close(weights(method, data).logit, torch.ones(2, 1))
-    assert not method.uses_features
-    terms = method(data, 0)
+    torch.testing.assert_close(weights_of(loss, data).logit, torch.ones(2, 1))
+    assert loss.objective.feature_stage is None
+    terms = terms_of(loss, data, 0)
     assert set(terms) == {"ce", "kd"}
     torch.testing.assert_close(
         terms["kd"], ALPHA * kl(data.student.logits, data.teachers[0].logits)
     )
     with pytest.raises(MtkdrlError, match=r"teachers: method 'kd'.*lists 3"):
-        create_method(MethodConfig(name="kd"), context(3))
+        build(config("kd"), 3)
 
 
 def test_none_uses_no_teacher():
-    method = create_method(MethodConfig(name="none"), context(0))
-    assert not method.uses_teachers
+    loss = build(config("none"), 0)
+    assert not loss.method.uses_teachers
     data = batch(2, 0, features=False)
-    terms = method(data, 0)
+    terms = terms_of(loss, data, 0)
     assert set(terms) == {"ce"}
     expected = F.cross_entropy(data.student.logits, data.labels, reduction="none")
     torch.testing.assert_close(terms["ce"], expected)
 
 
-def test_unknown_method_and_option():
+def test_unknown_method_option_and_feature_term():
     with pytest.raises(MtkdrlError, match=r"unknown method 'avr'.*avg"):
-        create_method(MethodConfig(name="avr"), context(2))
-    with pytest.raises(MtkdrlError, match=r"method\.options\.feature.*did you mean features"):
-        create_method(MethodConfig(name="avg", options={"feature": True}), context(2))
+        build(config("avr"), 2)
+    with pytest.raises(
+        MtkdrlError, match=r"^method\.options\.feature: unknown setting of method 'avg' \(valid"
+    ):
+        build(config("avg", options={"feature": False}), 2)
+    with pytest.raises(MtkdrlError, match=r"method\.feature: unknown feature term 'hints'.*map"):
+        build(config("avg", feature="hints"), 2)

@@ -6,10 +6,12 @@ import torch
 from torch import nn
 
 from mtkdrl.errors import MtkdrlError
-from mtkdrl.methods import DistillBatch, MethodContext, create_method
+from mtkdrl.methods import DistillBatch
 from mtkdrl.outputs import read_epochs
 from mtkdrl.pool import ModelOutputs
 from mtkdrl.recipe import MethodConfig
+
+from .helpers import build, terms_of, weights_of
 
 B, C, D, K = 6, 5, 4, 3
 
@@ -19,9 +21,12 @@ def heads(seed: int = 0) -> list[nn.Module]:
     return [nn.Linear(D, C) for _ in range(K)]
 
 
-def ca_mkd(teacher_heads, **options):
-    ctx = MethodContext([f"t{i}" for i in range(K)], C, [D] * K, 4.0, 1.0, 50.0, teacher_heads)
-    return create_method(MethodConfig(name="ca_mkd", options=options), ctx)
+def ca_mkd(teacher_heads, dims: int = D, feature_channels: list[int] | None = None, **keys):
+    config = MethodConfig(name="ca_mkd", temperature=4.0, alpha=1.0, beta=50.0, **keys)
+    k = len(teacher_heads)
+    return build(
+        config, k, num_classes=C, dims=dims, heads=teacher_heads, feature_channels=feature_channels
+    )
 
 
 def batch(seed: int = 0) -> DistillBatch:
@@ -48,8 +53,7 @@ def spec_confidence(logits: list[torch.Tensor], labels: torch.Tensor) -> torch.T
 
 def test_logit_and_feature_weights_match_the_formulas():
     teacher_heads, data = heads(), batch()
-    method = ca_mkd(teacher_heads)
-    weights = method.teacher_weights(data, method.teacher_terms(data, 0), 0)
+    weights = weights_of(ca_mkd(teacher_heads), data)
     expected_logit = spec_confidence([t.logits for t in data.teachers], data.labels) / K
     head_logits = [h(a.mean(dim=(2, 3))) for h, a in zip(teacher_heads, data.adapted, strict=True)]
     expected_feature = spec_confidence(head_logits, data.labels) / K
@@ -63,18 +67,20 @@ def test_the_confident_and_right_teacher_gets_more():
     data = batch()
     right = torch.nn.functional.one_hot(data.labels, C).float() * 8
     data.teachers[0] = ModelOutputs(right, data.teachers[0].embedding, data.teachers[0].features)
-    method = ca_mkd(heads(), features=False)
-    logit = method.teacher_weights(data, method.teacher_terms(data, 0), 0).logit
+    data.adapted = []  # no feature term: no adapted maps
+    logit = weights_of(ca_mkd(heads(), feature="none"), data).logit
     assert (logit[:, 0] > logit[:, 1:].max(dim=1).values).all()
 
 
 def test_logit_only_needs_no_heads_and_no_features():
-    method = ca_mkd([None] * K, features=False)
+    loss = ca_mkd([None] * K, feature="none")
     data = batch()
-    weights = method.teacher_weights(data, method.teacher_terms(data, 0), 0)
-    assert not method.uses_features and weights.feature is None
-    method.track(weights, data.labels)
-    assert "w_logit_mean/0" in method.weight_figures()
+    data.adapted = []
+    weights = weights_of(loss, data)
+    assert loss.objective.feature_stage is None and weights.feature is None
+    assert set(terms_of(loss, data, 0)) == {"ce", "kd"}
+    figures = loss.end_epoch(0)
+    assert "w_logit_mean/0" in figures and "w_feature_mean/0" not in figures
 
 
 def test_feature_weights_without_a_head_are_one_line():
@@ -83,20 +89,19 @@ def test_feature_weights_without_a_head_are_one_line():
 
 
 def test_a_head_that_takes_another_width_is_one_line():
-    """MobileNetV2-like: a 1280-wide embedding behind a conv head, a 4-channel last map."""
+    """MobileNetV2-like: a 1280-wide embedding behind a conv head, a 4-channel last map; refused
+    when the method is built, before any compute."""
     wide = [nn.Linear(8, C) for _ in range(K)]
-    ctx = MethodContext([f"t{i}" for i in range(K)], C, [8] * K, 4.0, 1.0, 50.0, wide)
-    method = create_method(MethodConfig(name="ca_mkd"), ctx)
-    data = batch()
-    data.teachers = [ModelOutputs(t.logits, torch.rand(B, 8), t.features) for t in data.teachers]
-    with pytest.raises(MtkdrlError, match=r"^teachers\.0: .*4 channels.*8-wide embedding"):
-        method.teacher_weights(data, method.teacher_terms(data, 0), 0)
+    with pytest.raises(
+        MtkdrlError,
+        match=r"^method\.feature: method 'ca_mkd' .*8-wide embedding.*\(teachers\.0\) maps of 4 ch",
+    ):
+        ca_mkd(wide, dims=8, feature_channels=[4] * K)
 
 
 def test_one_teacher_is_refused():
-    ctx = MethodContext(["t0"], C, [D], 4.0, 1.0, 50.0, [nn.Linear(D, C)])
     with pytest.raises(MtkdrlError, match=r"^teachers: method 'ca_mkd' needs at least 2"):
-        create_method(MethodConfig(name="ca_mkd"), ctx)
+        ca_mkd([nn.Linear(D, C)])
 
 
 def test_dry_run_with_a_cnn_and_a_vit_teacher(cnn_and_vit_dry_run):

@@ -6,21 +6,27 @@ import torch.nn.functional as F
 
 from mtkdrl.errors import MtkdrlError
 from mtkdrl.logit_losses import LOGIT_LOSSES, KLLoss
-from mtkdrl.methods import METHODS, DistillBatch, MethodContext, create_method
+from mtkdrl.methods import METHODS, DistillBatch
 from mtkdrl.outputs import read_records
 from mtkdrl.pool import ModelOutputs
 from mtkdrl.recipe import MethodConfig, Recipe
 
+from .helpers import build, terms_of, weights_of
+
 T, ALPHA, C = 4.0, 0.7, 10
 
 
-def context(k: int) -> MethodContext:
-    return MethodContext([f"t{i}" for i in range(k)], C, [8] * k, T, ALPHA, 5.0, [None] * k)
-
-
-def build(name: str = "dkd", k: int = 2, logit_loss="kl", **options):
-    config = MethodConfig(name=name, options=options, logit_loss=logit_loss)
-    return create_method(config, context(k))
+def method_loss(name: str = "dkd", k: int = 2, logit_loss="kl", feature=None, **options):
+    config = MethodConfig(
+        name=name,
+        temperature=T,
+        alpha=ALPHA,
+        beta=5.0,
+        options=options,
+        logit_loss=logit_loss,
+        feature=feature,
+    )
+    return build(config, k, num_classes=C)
 
 
 def outputs(logits: torch.Tensor) -> ModelOutputs:
@@ -28,12 +34,13 @@ def outputs(logits: torch.Tensor) -> ModelOutputs:
     return ModelOutputs(logits, torch.zeros(b, 8), torch.zeros(b, 8, 2, 2))
 
 
-def batch(b: int, k: int, seed: int = 0) -> DistillBatch:
+def batch(b: int, k: int, seed: int = 0, features: bool = False) -> DistillBatch:
+    """Random outputs; with `features`, adapted student maps, as a run with a feature term has."""
     g = torch.Generator().manual_seed(seed)
     student = (torch.randn(b, C, generator=g) * 2).requires_grad_()
     teachers = [torch.randn(b, C, generator=g) * (3 + i) for i in range(k)]
     labels = torch.randint(0, C, (b,), generator=g)
-    adapted = [torch.randn(b, 8, 2, 2, generator=g) for _ in range(k)]
+    adapted = [torch.randn(b, 8, 2, 2, generator=g) for _ in range(k)] if features else []
     return DistillBatch(labels, outputs(student), [outputs(t) for t in teachers], adapted)
 
 
@@ -57,70 +64,77 @@ def spec_kl(student, teacher) -> torch.Tensor:
 
 
 def test_loss_is_ce_plus_the_dkd_formula_averaged_over_two_teachers():
-    method = build(beta=2, warmup_epochs=20)
-    assert "dkd" in METHODS and not method.uses_features
-    assert "\n" not in method.description
-    assert method.citation.startswith("@inproceedings{zhao2022decoupled")
+    loss = method_loss(beta=2, warmup_epochs=20)
+    assert "dkd" in METHODS and loss.objective.feature_stage is None
+    assert "\n" not in loss.method.description
+    assert loss.method.citation.startswith("@inproceedings{zhao2022decoupled")
     data = batch(5, 2)
-    terms = method(data, 10)  # half way through the warm-up
+    terms = terms_of(loss, data, 10)  # half way through the warm-up
     assert set(terms) == {"ce", "kd"}
     s = data.student.logits
     parts = [spec_dkd(s, t.logits, data.labels, 1.0, 2.0) for t in data.teachers]
     expected_kd = ALPHA * 0.5 * 0.5 * (parts[0] + parts[1])
     torch.testing.assert_close(terms["kd"].double(), expected_kd, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(terms["ce"], F.cross_entropy(s, data.labels, reduction="none"))
-    w = method.last_weights
+    w = weights_of(loss, data, 10)
     torch.testing.assert_close(w.logit, torch.full((5, 2), 0.5))
     assert w.feature is None
-    assert torch.equal(method(data, 0)["kd"], torch.zeros(5))  # epoch 0: no distillation yet
-    sum(method(data, 25).values()).mean().backward()
+    # epoch 0: no distillation yet
+    assert torch.equal(terms_of(loss, data, 0)["kd"], torch.zeros(5))
+    sum(terms_of(loss, data, 25).values()).mean().backward()
     assert torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0
 
 
 def test_one_teacher_gets_weight_one():
-    method = build(k=1, warmup_epochs=0)
+    loss = method_loss(k=1, warmup_epochs=0)
     data = batch(4, 1, seed=1)
     expected = ALPHA * spec_dkd(data.student.logits, data.teachers[0].logits, data.labels, 1, 8)
-    torch.testing.assert_close(method(data, 0)["kd"].double(), expected, rtol=1e-5, atol=1e-6)
+    kd = terms_of(loss, data, 0)["kd"]
+    torch.testing.assert_close(kd.double(), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_logit_loss_dkd_turns_avgs_kd_term_into_dkds():
-    data = batch(6, 2, seed=2)
+    data = batch(6, 2, seed=2, features=True)
+    logits_only = DistillBatch(data.labels, data.student, data.teachers, [])
     s, teachers = data.student.logits, [t.logits for t in data.teachers]
-    plain = build("avg", features=False)
-    assert isinstance(plain.context.logit_loss, KLLoss)
+    plain = method_loss("avg", feature="none")
+    assert isinstance(plain.objective.logit_loss, KLLoss)
     expected_kl = ALPHA * 0.5 * sum(spec_kl(s, t) for t in teachers)
-    torch.testing.assert_close(plain(data, 3)["kd"], expected_kl)
+    torch.testing.assert_close(terms_of(plain, logits_only, 3)["kd"], expected_kl)
     spec = {"name": "dkd", "beta": 2, "warmup_epochs": 0}
-    with_dkd = build("avg", logit_loss=spec, features=False)
-    terms = with_dkd(data, 3)
+    with_dkd = method_loss("avg", logit_loss=spec, feature="none")
+    terms = terms_of(with_dkd, logits_only, 3)
     expected = ALPHA * 0.5 * sum(spec_dkd(s, t, data.labels, 1.0, 2.0) for t in teachers)
     torch.testing.assert_close(terms["kd"].double(), expected, rtol=1e-5, atol=1e-6)
-    assert not torch.allclose(terms["kd"], plain(data, 3)["kd"])
+    assert not torch.allclose(terms["kd"], terms_of(plain, logits_only, 3)["kd"])
     # the features stay as they were: only ℓ changed
-    with_features = build("avg", logit_loss="dkd")(data, 30)
-    torch.testing.assert_close(with_features["feature"], build("avg")(data, 30)["feature"])
-    # the recipe key reaches the method through the same `create_method` the run calls
+    with_features = terms_of(method_loss("avg", logit_loss="dkd"), data, 30)
+    torch.testing.assert_close(
+        with_features["feature"], terms_of(method_loss("avg"), data, 30)["feature"]
+    )
+    # the recipe key reaches the objective through the same `build_objective` the run calls
     recipe = Recipe.from_dict({"method": {"name": "ebkd", "logit_loss": "dkd"}})
-    method = create_method(recipe.method, context(2))
-    assert method.context.logit_loss.name == "dkd"
-    assert method.context.logit_loss.options.beta == 8.0
+    loss = build(recipe.method, 2)
+    assert loss.objective.logit_loss.name == "dkd"
+    assert loss.objective.logit_loss.options.beta == 8.0
 
 
 def test_dkd_takes_its_settings_from_options_and_refuses_other_logit_losses(monkeypatch):
     data = batch(4, 2, seed=3)
-    by_options = build(beta=2, warmup_epochs=0)(data, 0)["kd"]
-    assert torch.equal(build(logit_loss="dkd", beta=2, warmup_epochs=0)(data, 0)["kd"], by_options)
+    by_options = terms_of(method_loss(beta=2, warmup_epochs=0), data, 0)["kd"]
+    named = method_loss(logit_loss="dkd", beta=2, warmup_epochs=0)
+    assert torch.equal(terms_of(named, data, 0)["kd"], by_options)
     same = {"name": "dkd", "beta": 2, "warmup_epochs": 0}
-    assert torch.equal(build(logit_loss=same, beta=2, warmup_epochs=0)(data, 0)["kd"], by_options)
+    with_same = method_loss(logit_loss=same, beta=2, warmup_epochs=0)
+    assert torch.equal(terms_of(with_same, data, 0)["kd"], by_options)
     with pytest.raises(MtkdrlError, match=r"^method\.logit_loss: method 'dkd' takes DKD's set"):
-        build(logit_loss={"name": "dkd", "beta": 2})
+        method_loss(logit_loss={"name": "dkd", "beta": 2})
     monkeypatch.setitem(LOGIT_LOSSES, "probe", type("Probe", (KLLoss,), {"name": "probe"}))
     with pytest.raises(
         MtkdrlError, match=r"^method\.logit_loss: method 'dkd' always uses the DKD .* 'probe';"
     ):
-        build(logit_loss="probe")
-    assert build("avg", logit_loss="probe").context.logit_loss.name == "probe"
+        method_loss(logit_loss="probe")
+    assert method_loss("avg", logit_loss="probe").objective.logit_loss.name == "probe"
 
 
 @pytest.mark.parametrize(
@@ -129,12 +143,15 @@ def test_dkd_takes_its_settings_from_options_and_refuses_other_logit_losses(monk
         ({"beta": -2}, r"^method\.options\.beta: expected a non-negative number"),
         ({"warmup_epochs": -1}, r"^method\.options\.warmup_epochs: expected"),
         ({"alpha": "x"}, r"'method\.options\.alpha' must be of type float"),
-        ({"temperature": 2}, r"'method\.options\.temperature'.*alpha, beta, warmup_epochs"),
+        (
+            {"temperature": 2},
+            r"^method\.options\.temperature: unknown .*\(valid keys: alpha, beta, warmup_epochs\)",
+        ),
     ],
 )
 def test_bad_options_give_one_line(options, message):
     with pytest.raises(MtkdrlError, match=message):
-        build(**options)
+        method_loss(**options)
 
 
 def test_dry_run_with_a_cnn_and_a_vit_teacher(cnn_and_vit_dry_run):

@@ -5,20 +5,19 @@ import torch
 import torch.nn.functional as F
 
 from mtkdrl.errors import MtkdrlError
-from mtkdrl.methods import METHODS, DistillBatch, MethodContext, create_method
+from mtkdrl.methods import METHODS, DistillBatch
 from mtkdrl.outputs import read_epochs
 from mtkdrl.pool import ModelOutputs
 from mtkdrl.recipe import MethodConfig
 
+from .helpers import build, terms_of, weights_of
+
 T, ALPHA = 4.0, 0.7
 
 
-def context(k: int) -> MethodContext:
-    return MethodContext([f"t{i}" for i in range(k)], 10, [8] * k, T, ALPHA, 5.0, [None] * k)
-
-
 def ebkd(k: int, **options):
-    return create_method(MethodConfig(name="ebkd", options=options), context(k))
+    config = MethodConfig(name="ebkd", temperature=T, alpha=ALPHA, beta=5.0, options=options)
+    return build(config, k)
 
 
 def outputs(logits: torch.Tensor) -> ModelOutputs:
@@ -35,8 +34,8 @@ def batch(b: int, k: int, seed: int = 0) -> DistillBatch:
     return DistillBatch(labels, outputs(student), [outputs(t) for t in teachers], [])
 
 
-def weights(method, data: DistillBatch) -> torch.Tensor:
-    return method.teacher_weights(data, method.teacher_terms(data, 0), 0).logit
+def weights(loss, data: DistillBatch) -> torch.Tensor:
+    return weights_of(loss, data, 0).logit
 
 
 def spec_weights(teacher_logits: list[torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
@@ -56,12 +55,13 @@ def kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 
 
 def test_weights_are_the_entropy_formula_over_k():
-    method = ebkd(3)
-    assert "ebkd" in METHODS and not method.uses_features
+    loss = ebkd(3)
+    method = loss.method
+    assert "ebkd" in METHODS and loss.objective.feature_stage is None
     assert method.tracked_weights == ("logit",) and "\n" not in method.description
     assert method.citation.startswith("@inproceedings{kwon2020adaptive")
     data = batch(6, 3)
-    w = weights(method, data)
+    w = weights(loss, data)
     expected = spec_weights([t.logits for t in data.teachers]) / 3
     torch.testing.assert_close(w.double(), expected, rtol=0, atol=1e-6)
     torch.testing.assert_close(w.sum(dim=1), torch.full((6,), 2 / 3))  # (K − 1) / K
@@ -82,7 +82,7 @@ def test_loss_equals_the_reference_codes_sum_over_b_and_k():
     """Batch mean of CE + α Σ_k w_k·KL_k = mean CE + α Σ_b Σ_k w·KL_k[b] / (B·K)."""
     b, k = 5, 3
     data = batch(b, k, seed=2)
-    terms = ebkd(k)(data, 0)
+    terms = terms_of(ebkd(k), data, 0)
     assert set(terms) == {"ce", "kd"}
     s = data.student.logits
     w = spec_weights([t.logits for t in data.teachers]).float()
@@ -105,7 +105,7 @@ def test_one_hot_teachers_get_a_defined_weight():
     assert torch.isfinite(w).all()
     torch.testing.assert_close(w[0], torch.full((k,), (1 - 1 / k) / k))
     torch.testing.assert_close(w[1], torch.tensor([1.0, 1.0, 0.0]) / k)
-    terms = ebkd(k)(data, 0)
+    terms = terms_of(ebkd(k), data, 0)
     sum(terms.values()).mean().backward()
     assert torch.isfinite(student.grad).all()
 
@@ -120,7 +120,9 @@ def test_bad_recipes_give_one_clear_line():
     ):
         with pytest.raises(MtkdrlError, match=rf"method\.options\.entropy_temperature.*{message}"):
             ebkd(2, entropy_temperature=value)
-    with pytest.raises(MtkdrlError, match=r"method\.options\.temperature.*entropy_temperature"):
+    with pytest.raises(
+        MtkdrlError, match=r"method\.options\.temperature: unknown .*entropy_temperature"
+    ):
         ebkd(2, temperature=1.0)
 
 

@@ -6,29 +6,33 @@ import torch
 import torch.nn.functional as F
 
 from mtkdrl.checkpoint import _read_pair
-from mtkdrl.losses import ConvRegressor, FeatureAdapters
-from mtkdrl.methods import DistillBatch, MethodContext, create_method
+from mtkdrl.losses import ConvRegressor
+from mtkdrl.methods import DistillBatch
 from mtkdrl.pool import ModelOutputs, create_model, forward_outputs
 from mtkdrl.recipe import MethodConfig, ModelSpec
+
+from .helpers import build, terms_of
 
 B, C, K = 4, 5, 2
 
 
-def fitnet(**options):
-    ctx = MethodContext(["t0", "t1"], C, [8, 8], 4.0, 1.0, 100.0, [None, None])
-    return create_method(MethodConfig(name="fitnet_mkd", options=options), ctx)
+def fitnet(feature_channels: list[int] | None = None, **keys):
+    config = MethodConfig(name="fitnet_mkd", temperature=4.0, alpha=1.0, beta=100.0, **keys)
+    return build(config, K, num_classes=C, feature_channels=feature_channels)
 
 
 def test_loss_is_aver_kd_plus_equal_hints_through_convreg():
     torch.manual_seed(0)
     student_map = torch.randn(B, 6, 8, 8)
     teacher_maps = [torch.randn(B, 8, 4, 4), torch.randn(B, 12, 8, 8)]
-    adapters = FeatureAdapters.build(student_map, teacher_maps, "convreg")
+    loss = fitnet(feature_channels=[8, 12])
+    assert loss.objective.feature.adapter == "convreg"  # the hint term's regressors
+    adapters = loss.objective.feature.build_adapters(student_map, teacher_maps)
     student = ModelOutputs(torch.randn(B, C, requires_grad=True), torch.randn(B, 6), student_map)
     teachers = [ModelOutputs(torch.randn(B, C) * 2, torch.randn(B, 8), m) for m in teacher_maps]
     labels = torch.randint(0, C, (B,))
     batch = DistillBatch(labels, student, teachers, adapters(student_map))
-    terms = fitnet()(batch, 0)
+    terms = terms_of(loss, batch, 0)
 
     def kl(z_s, z_t):
         p_t = F.softmax(z_t / 4, 1)
@@ -67,8 +71,17 @@ def test_convreg_picks_its_conv_by_the_spatial_ratio(student, teacher, conv):
 
 def test_the_hint_stage_is_the_second_of_three_in_a_cifar_resnet():
     model = create_model(ModelSpec(name="resnet20_cifar"), 10, "student")
-    outputs = forward_outputs(model, torch.zeros(2, 3, 32, 32), fitnet().feature_stage)
+    outputs = forward_outputs(model, torch.zeros(2, 3, 32, 32), fitnet().objective.feature_stage)
     assert outputs.features.shape == (2, 32, 16, 16)  # stage 2: 32 channels at 16x16
+
+
+def test_another_hint_stage_is_a_feature_term():
+    """The removed `hint_stage` option is `method.feature: {kind: hint, stage: S}`."""
+    loss = fitnet(feature={"kind": "hint", "stage": 1})
+    assert loss.objective.feature.name == "hint" and loss.objective.feature_stage == 1
+    model = create_model(ModelSpec(name="resnet20_cifar"), 10, "student")
+    outputs = forward_outputs(model, torch.zeros(2, 3, 32, 32), loss.objective.feature_stage)
+    assert outputs.features.shape == (2, 16, 32, 32)  # stage 1: 16 channels at 32x32
 
 
 def test_dry_run_with_a_cnn_and_a_vit_teacher(cnn_and_vit_dry_run):

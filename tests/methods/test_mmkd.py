@@ -7,19 +7,23 @@ import torch
 import torch.nn.functional as F
 
 from mtkdrl.errors import MtkdrlError
-from mtkdrl.methods import DistillBatch, MethodContext, StudentAccess, create_method
+from mtkdrl.methods import DistillBatch, StudentAccess
 from mtkdrl.methods.mmkd import HardBuffer, SGDSettings, meta_loss, sgd_step
 from mtkdrl.outputs import read_epochs
 from mtkdrl.pool import ModelOutputs
 from mtkdrl.recipe import MethodConfig
 from mtkdrl.task import DistillationTask
 
+from .helpers import build
+
 B, C, K, D = 4, 3, 2, 5
 
 
 def mmkd(**options):
-    ctx = MethodContext(["t0", "t1"], C, [D, D], 4.0, 1.0, 2.0, [None, None])
-    return create_method(MethodConfig(name="mmkd", options={"batch_size": B, **options}), ctx)
+    """MMKD on its default feature term (bottleneck maps), T = 4, α = 1, β = 2."""
+    options = {"batch_size": B, **options}
+    config = MethodConfig(name="mmkd", temperature=4.0, alpha=1.0, beta=2.0, options=options)
+    return build(config, K, num_classes=C, dims=D).method
 
 
 def test_weight_networks_follow_the_specification():
@@ -160,7 +164,9 @@ def test_meta_update_leaves_the_live_student_its_bn_statistics_and_momentum_unto
     images, labels = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     sample_loss, _ = task.losses(task.outputs(images, labels))
     sample_loss.mean().backward()
-    before = {k: v.clone() for k, v in task.state_dict().items() if not k.startswith("method.")}
+    before = {
+        k: v.clone() for k, v in task.state_dict().items() if not k.startswith("loss.method.")
+    }
     meta_before = [p.detach().clone() for p in task.method.meta_parameters()]
     params = task.named_trainable_parameters()
     momentum = {k: torch.full_like(v, 0.01) for k, v in params.items()}
@@ -180,7 +186,7 @@ def test_meta_update_leaves_the_live_student_its_bn_statistics_and_momentum_unto
     )
     task.method.before_step(access)
     assert task.method.meta_updates == 1
-    after = {k: v for k, v in task.state_dict().items() if not k.startswith("method.")}
+    after = {k: v for k, v in task.state_dict().items() if not k.startswith("loss.method.")}
     for key, value in before.items():  # weights and BN running statistics alike
         assert torch.equal(value, after[key]), key
     for key, value in saved_momentum.items():
@@ -214,4 +220,4 @@ def test_two_processes_keep_identical_networks(tiny_run, tmp_path, two_processes
     recipe["data"]["batch_size"] = 8
     recipe["method"]["options"] = {"batch_size": 8, "buffer_size": 16, "meta_every": 2}
     methods, _ = two_processes(recipe)
-    assert any(key.startswith("logit_net.") for key in methods[0])
+    assert any(key.startswith("method.logit_net.") for key in methods[0])

@@ -12,20 +12,17 @@ from safetensors.torch import load_file, save_file
 from mtkdrl.checkpoint import flatten_state, unflatten_state
 from mtkdrl.errors import MtkdrlError
 from mtkdrl.losses import kl_per_sample
-from mtkdrl.methods import DistillBatch, MethodContext, TeacherWeights, create_method
+from mtkdrl.methods import DistillBatch, TeacherTerms, TeacherWeights
+from mtkdrl.methods.mtkdrl import MTKDRL
 from mtkdrl.pool import ModelOutputs
 from mtkdrl.recipe import MethodConfig
+from mtkdrl.weighted_loss import WeightedLoss
+
+from .helpers import build
 
 B, C, DIMS = 5, 7, [6, 4, 6]
 K = len(DIMS)
 T = 4.0
-
-
-def make_context(dims=DIMS, classes=C, alpha=1.0, beta=5.0) -> MethodContext:
-    k = len(dims)
-    return MethodContext(
-        [f"t{i}" for i in range(k)], classes, list(dims), T, alpha, beta, [None] * k
-    )
 
 
 def make_batch(seed: int = 0, batch: int = B, dims=DIMS) -> DistillBatch:
@@ -44,21 +41,56 @@ def make_batch(seed: int = 0, batch: int = B, dims=DIMS) -> DistillBatch:
     return DistillBatch(labels, student, teachers, adapted)
 
 
-def method(context=None, name="mtkdrl-official", **options):
-    """MTKD-RL built as the formulas below assume: the official settings unless `name` says."""
+def mtkdrl_loss(
+    name="mtkdrl-official",
+    dims=DIMS,
+    classes=C,
+    alpha=1.0,
+    beta=5.0,
+    weights_by_class=False,
+    **options,
+) -> WeightedLoss:
+    """MTKD-RL on the objective the formulas below assume (T = 4, its default map term, α, β):
+    the official settings unless `name` says."""
     options.setdefault("buffer_dtype", "float32")
-    return create_method(MethodConfig(name=name, options=options), context or make_context())
+    config = MethodConfig(name=name, temperature=T, alpha=alpha, beta=beta, options=options)
+    return build(config, len(dims), classes, list(dims), weights_by_class=weights_by_class)
 
 
-def weights_of(strategy, batch: DistillBatch, epoch: int) -> TeacherWeights:
-    return strategy.teacher_weights(batch, strategy.teacher_terms(batch, epoch), epoch)
+def method(name="mtkdrl-official", **settings) -> MTKDRL:
+    """The weighting method of `mtkdrl_loss(name, **settings)`."""
+    return mtkdrl_loss(name, **settings).method
 
 
-def step(strategy, batch: DistillBatch, epoch: int) -> torch.Tensor:
+def teacher_terms(strategy: MTKDRL, batch: DistillBatch, epoch: int) -> TeacherTerms:
+    """The objective's unweighted terms for a batch, at its T."""
+    objective = strategy.context.objective
+    return objective.terms(batch, epoch, objective.base_temperature)
+
+
+def weights_of(strategy: MTKDRL, batch: DistillBatch, epoch: int) -> TeacherWeights:
+    return strategy.teacher_weights(batch, teacher_terms(strategy, batch, epoch), epoch)
+
+
+def step(loss: WeightedLoss, batch: DistillBatch, epoch: int) -> torch.Tensor:
     """Forward then observe, as the loop does; returns the per-sample loss the agent saw."""
-    sample_loss = sum(strategy(batch, epoch).values()).detach()
-    strategy.observe(batch, sample_loss, epoch)
+    sample_loss = loss(batch, epoch)[0].detach()
+    loss.observe(batch, sample_loss, epoch)
     return sample_loss
+
+
+def record_applied(loss: WeightedLoss) -> list[TeacherWeights]:
+    """The weights each later forward of `loss` applies to the objective's terms, recorded as
+    the objective combines them."""
+    applied = []
+    combine = loss.objective.combine
+
+    def spy(terms: TeacherTerms, weights: TeacherWeights) -> dict[str, torch.Tensor]:
+        applied.append(weights)
+        return combine(terms, weights)
+
+    loss.objective.combine = spy
+    return applied
 
 
 def kl_matrix(batch: DistillBatch) -> torch.Tensor:
@@ -125,17 +157,16 @@ def expected_weights(p, batch, dynamic_mix=None):
 
 def test_state_layout_matches_the_state_section():
     strategy, batch = method(), make_batch()
-    state = strategy.agent_state(batch, strategy.teacher_terms(batch, 1))
+    state = strategy.agent_state(batch, teacher_terms(strategy, batch, 1))
     assert state.vector.shape == (B, sum(d + C + 3 for d in DIMS))
     torch.testing.assert_close(state.vector, expected_state(batch), atol=1e-6, rtol=0)
 
 
 def test_paper_pool_dimensions_and_parameter_count():
     """The CIFAR-100 pool gives a 1692-wide state and 217,608 agent parameters (+6 dynamic)."""
-    ctx = make_context(dims=[384, 384, 256, 256], classes=100)
     for dynamic, expected in ((False, 217_608), (True, 217_614)):
         config = MethodConfig(name="mtkdrl-official", options={"dynamic": dynamic})
-        strategy = create_method(config, ctx)
+        strategy = build(config, 4, num_classes=100, dims=[384, 384, 256, 256]).method
         assert strategy.agent.state_dim == 1692
         assert sum(p.numel() for p in strategy.agent.policy.parameters()) == expected
 
@@ -200,9 +231,9 @@ def test_normalised_state_standardises_embeddings_and_logits_only():
     """`normalise_state` makes each e_k and z_k zero-mean, unit-variance per sample, leaves the
     three per-teacher terms raw, and so does not depend on the teachers' output scale."""
     batch = make_batch(3)
-    raw = method().agent_state(batch, method().teacher_terms(batch, 1)).vector
+    raw = method().agent_state(batch, teacher_terms(method(), batch, 1)).vector
     strategy = method(normalise_state=True)
-    state = strategy.agent_state(batch, strategy.teacher_terms(batch, 1)).vector
+    state = strategy.agent_state(batch, teacher_terms(strategy, batch, 1)).vector
     start = 0
     for dim in DIMS:
         torch.testing.assert_close(state[:, start : start + 3], raw[:, start : start + 3])
@@ -219,11 +250,11 @@ def test_normalised_state_standardises_embeddings_and_logits_only():
     scaled = copy.deepcopy(batch)
     for teacher in scaled.teachers:
         teacher.embedding = teacher.embedding * 1000.0
-    rescaled = strategy.agent_state(scaled, strategy.teacher_terms(scaled, 1)).vector
+    rescaled = strategy.agent_state(scaled, teacher_terms(strategy, scaled, 1)).vector
     emb = slice(3, 3 + DIMS[0])
     torch.testing.assert_close(rescaled[:, emb], state[:, emb], atol=2e-3, rtol=0)  # eps
     assert not torch.allclose(
-        method().agent_state(scaled, method().teacher_terms(scaled, 1)).vector[:, emb], raw[:, emb]
+        method().agent_state(scaled, teacher_terms(method(), scaled, 1)).vector[:, emb], raw[:, emb]
     )
 
 
@@ -239,7 +270,7 @@ def test_defaults_depart_from_the_official_settings_where_measured():
     batch = make_batch()
     torch.testing.assert_close(weights_of(ours, batch, 0).logit, torch.full((B, K), 1 / K))
     torch.testing.assert_close(weights_of(official, batch, 0).logit, torch.ones(B, K))
-    state = ours.agent_state(batch, ours.teacher_terms(batch, 1))
+    state = ours.agent_state(batch, teacher_terms(ours, batch, 1))
     sources = ours.agent.policy.sources(state)
     expected = 0.5 * sources["logit_agent"] + 0.5 * sources["logit_confidence"]
     torch.testing.assert_close(weights_of(ours, batch, 1).logit, expected)
@@ -255,9 +286,10 @@ def test_warmup_weights():
 
 
 def test_reward_normalisation_and_one_replay_update():
-    strategy, batch = method(agent_step=10_000), make_batch(3)
+    loss, batch = mtkdrl_loss(agent_step=10_000), make_batch(3)
+    strategy = loss.method
     before = copy.deepcopy(strategy.agent.policy)
-    sample_loss = step(strategy, batch, epoch=1)
+    sample_loss = step(loss, batch, epoch=1)
     expected_r = normalised(-sample_loss)
     torch.testing.assert_close(strategy.agent.buffer.rewards[0], expected_r, atol=1e-6, rtol=0)
 
@@ -287,7 +319,8 @@ def test_reward_is_minus_the_loss_under_the_applied_weights(agent_update):
     it z-scored and clamped to [0, 1], `reinforce` receives it as it is."""
     alpha, beta = 0.7, 5.0
     torch.manual_seed(0)
-    strategy = method(make_context(alpha=alpha, beta=beta), agent_update=agent_update)
+    loss = mtkdrl_loss(alpha=alpha, beta=beta, agent_update=agent_update)
+    strategy = loss.method
     batch = make_batch(6)
     seen = []
     original = strategy.agent.observe
@@ -297,8 +330,9 @@ def test_reward_is_minus_the_loss_under_the_applied_weights(agent_update):
         original(state, logit_w, feature_w, reward, epoch)
 
     strategy.agent.observe = observe
-    step(strategy, batch, epoch=1)
-    applied = strategy.last_weights
+    recorded = record_applied(loss)
+    step(loss, batch, epoch=1)
+    [applied] = recorded
     loss = expected_loss(batch, applied, alpha, beta)
 
     assert len(seen) == 1
@@ -323,7 +357,8 @@ def test_centred_reward_measures_each_term_from_its_teachers_batch_mean(agent_up
     """`reward: centred`: r = -(CE + α Σ w·(KL - mean_batch KL) + β Σ v·(MSE - mean_batch MSE))."""
     alpha, beta = 0.7, 5.0
     torch.manual_seed(0)
-    strategy = method(make_context(alpha=alpha, beta=beta), agent_update=agent_update)
+    loss = mtkdrl_loss(alpha=alpha, beta=beta, agent_update=agent_update)
+    strategy = loss.method
     strategy.options.reward = "centred"
     batch, seen = make_batch(6), []
     original = strategy.agent.observe
@@ -333,8 +368,9 @@ def test_centred_reward_measures_each_term_from_its_teachers_batch_mean(agent_up
         original(state, logit_w, feature_w, reward, epoch)
 
     strategy.agent.observe = observe
-    step(strategy, batch, epoch=1)
-    w = strategy.last_weights
+    recorded = record_applied(loss)
+    step(loss, batch, epoch=1)
+    [w] = recorded
     kl, mse = kl_matrix(batch), mse_matrix(batch)
     ce = expected_loss(batch, TeacherWeights(w.logit * 0, w.feature * 0), alpha, beta)
     centred = (
@@ -351,7 +387,7 @@ def closer_teacher_weights(reward: str, steps: int = 400) -> list[float]:
     the mean weight `reinforce`'s head gives the closer one after each step."""
     torch.manual_seed(0)
     options = {"agent_update": "reinforce", "warmup_epochs": 0}  # its default agent_lr, 1e-3
-    strategy = method(make_context(dims=[4, 4]), name="mtkdrl", reward=reward, **options)
+    loss = mtkdrl_loss("mtkdrl", dims=[4, 4], reward=reward, **options)
 
     def logits_for(labels, g):
         student = F.one_hot(labels, C).float() * 6 + torch.randn(32, C, generator=g)
@@ -362,7 +398,7 @@ def closer_teacher_weights(reward: str, steps: int = 400) -> list[float]:
     def head_weight(strategy, state):
         return strategy.agent.policy.sources(state)["logit_agent"][:, 0].mean().item()
 
-    return agent_trace(strategy, logits_for, head_weight, steps)
+    return agent_trace(loss, logits_for, head_weight, steps)
 
 
 def test_loss_reward_drives_the_agent_to_the_closest_teacher_and_centred_does_not():
@@ -376,17 +412,19 @@ def test_loss_reward_drives_the_agent_to_the_closest_teacher_and_centred_does_no
 
 
 def test_replay_fires_every_agent_step_batches():
-    strategy = method(agent_step=2)
+    loss = mtkdrl_loss(agent_step=2)
+    strategy = loss.method
     for index in range(3):
-        step(strategy, make_batch(index), 1)
+        step(loss, make_batch(index), 1)
     assert strategy.agent.updates == 3  # batches 0, 1, 2 replayed when batch 2 arrives
     assert len(strategy.agent.buffer) == 0
 
 
 def test_buffer_cap_brings_replay_forward():
-    strategy = method(agent_buffer_mb=1e-4)
+    loss = mtkdrl_loss(agent_buffer_mb=1e-4)
+    strategy = loss.method
     for index in range(3):
-        step(strategy, make_batch(index), 1)
+        step(loss, make_batch(index), 1)
     assert strategy.agent.updates >= 1
     assert strategy.agent.buffer.nbytes <= 1e-4 * 2**20 + B * (strategy.agent.state_dim + 1) * 4
 
@@ -395,12 +433,13 @@ def test_buffer_cap_brings_replay_forward():
 def test_agent_lr_zero_means_zero(agent_update, default_lr):
     """`agent_lr: 0` freezes the agent (it used to mean the default); None is the default."""
     assert method(agent_update=agent_update).agent.optimizer.param_groups[0]["lr"] == default_lr
-    strategy = method(agent_update=agent_update, agent_lr=0, agent_step=1, warmup_epochs=0)
+    loss = mtkdrl_loss(agent_update=agent_update, agent_lr=0, agent_step=1, warmup_epochs=0)
+    strategy = loss.method
     assert strategy.agent.optimizer.param_groups[0]["lr"] == 0
     before = copy.deepcopy(strategy.agent.state_dict())
     for index in range(3):
-        step(strategy, make_batch(index), 1)
-    strategy.end_epoch(1)
+        step(loss, make_batch(index), 1)
+    loss.end_epoch(1)
     assert strategy.agent.updates >= 2
     for name, value in strategy.agent.state_dict().items():
         assert torch.equal(value, before[name]), name
@@ -408,19 +447,20 @@ def test_agent_lr_zero_means_zero(agent_update, default_lr):
 
 def test_one_teacher_is_refused():
     with pytest.raises(MtkdrlError, match=r"teachers: method 'mtkdrl' needs at least 2.*use 'kd'"):
-        create_method(MethodConfig(name="mtkdrl"), make_context(dims=[4]))
+        build(MethodConfig(name="mtkdrl"), 1, num_classes=C, dims=4)
 
 
 def test_batch_of_one_and_zero_variance_rewards_are_finite():
-    strategy = method(agent_step=100)
+    loss = mtkdrl_loss(agent_step=100)
+    strategy = loss.method
     single = make_batch(4, batch=1)
-    step(strategy, single, 1)
+    step(loss, single, 1)
     batch = make_batch(5)
-    strategy(batch, 1)
-    strategy.observe(batch, torch.full((B,), 3.0), 1)
+    loss(batch, 1)
+    loss.observe(batch, torch.full((B,), 3.0), 1)
     assert torch.equal(strategy.agent.buffer.rewards[0], torch.zeros(1))
     assert torch.equal(strategy.agent.buffer.rewards[1], torch.zeros(B))
-    strategy.end_epoch(1)  # replays both
+    loss.end_epoch(1)  # replays both
     assert strategy.agent.updates == 2
     assert all(torch.isfinite(p).all() for p in strategy.agent.policy.parameters())
 
@@ -442,29 +482,30 @@ def test_checkpoint_round_trip_restores_agent_optimizer_and_buffer(agent_update,
     if agent_update == "reinforce":
         options["baseline"] = "running"
     torch.manual_seed(0)
-    strategy = method(**options)
+    strategy = mtkdrl_loss(**options)  # the method on its objective, as the run checkpoints it
     for index in range(2):
         torch.manual_seed(10 + index)
         step(strategy, make_batch(index), 1)
     torch.manual_seed(1)
-    clone = method(**options)  # a different initial agent
-    assert not torch.equal(clone.agent.policy.trunk.weight, strategy.agent.policy.trunk.weight)
+    clone = mtkdrl_loss(**options)  # a different initial agent
+    agents = strategy.method.agent, clone.method.agent
+    assert not torch.equal(agents[1].policy.trunk.weight, agents[0].policy.trunk.weight)
     clone.load_state_dict(through_checkpoint_files(strategy.state_dict(), tmp_path, "module"))
     clone.load_extra_state(through_checkpoint_files(strategy.extra_state(), tmp_path, "extra"))
     assert clone.state_dict().keys() == strategy.state_dict().keys()
-    assert any(key.startswith("agent.policy.") for key in clone.state_dict())
+    assert any(key.startswith("method.agent.policy.") for key in clone.state_dict())
     for key, value in strategy.state_dict().items():
         assert torch.equal(clone.state_dict()[key], value), key
-    assert clone.agent.updates == strategy.agent.updates
+    assert agents[1].updates == agents[0].updates
     if agent_update == "official":
-        assert len(clone.agent.buffer) == 2 and clone.agent.batch_in_epoch == 2
-        for a, b in zip(clone.agent.buffer.states, strategy.agent.buffer.states, strict=True):
+        assert len(agents[1].buffer) == 2 and agents[1].batch_in_epoch == 2
+        for a, b in zip(agents[1].buffer.states, agents[0].buffer.states, strict=True):
             assert torch.equal(a, b)
-        for a, b in zip(clone.agent.buffer.rewards, strategy.agent.buffer.rewards, strict=True):
+        for a, b in zip(agents[1].buffer.rewards, agents[0].buffer.rewards, strict=True):
             assert torch.equal(a, b)
     else:
-        assert strategy.agent.updates == 2 and strategy.agent.running_baseline != 0
-        saved, restored = strategy.agent.optimizer.state_dict(), clone.agent.optimizer.state_dict()
+        assert agents[0].updates == 2 and agents[0].running_baseline != 0
+        saved, restored = agents[0].optimizer.state_dict(), agents[1].optimizer.state_dict()
         assert saved["state"] and saved["state"].keys() == restored["state"].keys()
         for index, moments in saved["state"].items():
             for name, value in moments.items():
@@ -483,10 +524,10 @@ def test_checkpoint_round_trip_restores_agent_optimizer_and_buffer(agent_update,
         torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-6, msg=name)
 
 
-def agent_trace(strategy, logits_for, readout, steps: int) -> list[float]:
-    """Train `strategy`'s agent on two teachers for `steps` batches of 32; `logits_for(labels, g)`
-    gives the (fixed) student's and both teachers' logits, `readout(state)` the figure recorded
-    after each step."""
+def agent_trace(loss: WeightedLoss, logits_for, readout, steps: int) -> list[float]:
+    """Train the agent of `loss`'s method on two teachers for `steps` batches of 32;
+    `logits_for(labels, g)` gives the (fixed) student's and both teachers' logits,
+    `readout(method, state)` the figure recorded after each step."""
     g = torch.Generator().manual_seed(1)
     history = []
     for _ in range(steps):
@@ -498,11 +539,11 @@ def agent_trace(strategy, logits_for, readout, steps: int) -> list[float]:
         ]
         adapted = [torch.rand(32, 4, 1, 1, generator=g) for _ in range(2)]
         batch = DistillBatch(labels, ModelOutputs(student, student), outs, adapted)
-        sample_loss = sum(strategy(batch, 0).values()).detach()
-        state = strategy.pending
-        strategy.observe(batch, sample_loss, 0)
+        sample_loss = loss(batch, 0)[0].detach()
+        state = loss.method.pending
+        loss.observe(batch, sample_loss, 0)
         with torch.no_grad():
-            history.append(readout(strategy, state))
+            history.append(readout(loss.method, state))
     return history
 
 
@@ -510,9 +551,8 @@ def useful_teacher_weights(options: dict, steps: int = 300) -> list[float]:
     """Two teachers, one useful and one with random logits, a fixed student close to the useful
     one: the mean logit weight the agent gives the useful teacher after each step."""
     torch.manual_seed(0)
-    ctx = make_context(dims=[4, 4], classes=C)
     config = MethodConfig(name="mtkdrl-official", options={"warmup_epochs": 0, **options})
-    strategy = create_method(config, ctx)
+    loss = build(config, 2, num_classes=C, dims=[4, 4])
 
     def logits_for(labels, g):
         good = F.one_hot(labels, C).float() * 6 + torch.randn(32, C, generator=g) * 0.5
@@ -522,7 +562,7 @@ def useful_teacher_weights(options: dict, steps: int = 300) -> list[float]:
     def mixed_weight(strategy, state):
         return strategy.agent.policy(state)[0][:, 0].mean().item()
 
-    return agent_trace(strategy, logits_for, mixed_weight, steps)
+    return agent_trace(loss, logits_for, mixed_weight, steps)
 
 
 def test_reinforce_learns_to_prefer_the_useful_teacher():
@@ -542,11 +582,12 @@ def test_official_update_does_not_learn_to_prefer_the_useful_teacher():
 
 
 def test_weights_logged_per_teacher():
-    strategy = method(dynamic=True)
+    loss = mtkdrl_loss(dynamic=True)
     batch = make_batch()
-    step(strategy, batch, 1)
-    applied = strategy.last_weights
-    figures = strategy.end_epoch(1)
+    recorded = record_applied(loss)
+    step(loss, batch, 1)
+    [applied] = recorded
+    figures = loss.end_epoch(1)
     for kind in ("logit", "feature"):
         values = getattr(applied, kind)
         for k in range(K):
@@ -556,7 +597,7 @@ def test_weights_logged_per_teacher():
     assert sum(figures[f"w_logit_mean/{k}"] for k in range(K)) == pytest.approx(1.0, abs=1e-5)
     assert figures["agent_updates"] == 1  # the epoch's end replays the one stored batch
     assert "mix_logit/agent" in figures
-    assert "w_logit_mean/0" not in strategy.end_epoch(2)  # the figures are per epoch
+    assert "w_logit_mean/0" not in loss.end_epoch(2)  # the figures are per epoch
 
 
 @pytest.mark.parametrize(
@@ -571,13 +612,14 @@ def test_weights_are_teacher_weights(name, epoch, row_sum):
     """The applied weights: B×K, non-negative, rows summing to K in the official warm-up and to 1
     otherwise, equal to the hand-computed mix after the warm-up, and the ones the forward's `kd`
     and `feature` terms are weighted with."""
-    strategy, batch = method(name=name), make_batch(8)
-    terms = strategy(batch, epoch)
-    weights = strategy.last_weights
-    if epoch < strategy.options.warmup_epochs:
+    loss, batch = mtkdrl_loss(name), make_batch(8)
+    recorded = record_applied(loss)
+    _, terms = loss(batch, epoch)
+    [weights] = recorded
+    if epoch < loss.method.options.warmup_epochs:
         w_l = w_f = torch.full((B, K), row_sum / K)
     else:
-        w_l, w_f = expected_weights(strategy.agent.policy, batch)
+        w_l, w_f = expected_weights(loss.method.agent.policy, batch)
     for got, expected in ((weights.logit, w_l), (weights.feature, w_f)):
         assert got.shape == (B, K)
         assert (got >= 0).all()
@@ -598,7 +640,7 @@ def test_two_processes_keep_identical_agents(tiny_run, tmp_path, two_processes):
     recipe["data"]["batch_size"] = 8
     recipe["method"]["options"] = {"agent_step": 2, "warmup_epochs": 1}
     methods, _ = two_processes(recipe)
-    assert any(key.startswith("agent.policy.") for key in methods[0])
+    assert any(key.startswith("method.agent.policy.") for key in methods[0])
     root = tmp_path / "run" / "checkpoints"
     latest = root / (root / "latest").read_text().strip()
     assert latest.name.startswith("checkpoint_")
@@ -614,9 +656,9 @@ def test_two_processes_keep_identical_agents(tiny_run, tmp_path, two_processes):
         )["method"]
         for r in (0, 1)
     ]
-    updates = [state["extra"]["agent"]["updates"] for state in saved]
+    updates = [state["extra"]["method"]["agent"]["updates"] for state in saved]
     assert updates[0] == updates[1] > 0  # the agent was trained, on both ranks
-    policy = [key for key in saved[0]["module"] if key.startswith("agent.policy.")]
+    policy = [key for key in saved[0]["module"] if key.startswith("method.agent.policy.")]
     assert policy and saved[0]["module"].keys() == saved[1]["module"].keys()
     for key in policy:
         assert torch.equal(saved[0]["module"][key], saved[1]["module"][key]), key
@@ -670,12 +712,12 @@ def test_teachers_whose_embedding_is_not_the_pooled_map_run(tmp_path, tiny_run):
 def test_logged_sources_mix_into_the_applied_weights():
     """Each source's per-epoch mean, mixed by thirds, is the applied weights' mean (official,
     deterministic): the logs say what the agent head, confidence and gap terms contribute."""
-    context = make_context()
-    context.weights_by_class = True
-    strategy = method(context)
+    loss = mtkdrl_loss(weights_by_class=True)
     batch = make_batch()
-    step(strategy, batch, 1)
-    figures = strategy.end_epoch(1)
+    recorded = record_applied(loss)
+    step(loss, batch, 1)
+    [applied_weights] = recorded
+    figures = loss.end_epoch(1)
     for kind, names in (("logit", ("agent", "confidence", "gap")),
                         ("feature", ("agent", "confidence", "similarity"))):  # fmt: skip
         for k in range(K):
@@ -688,7 +730,7 @@ def test_logged_sources_mix_into_the_applied_weights():
             ]
         )
         for c in batch.labels.unique().tolist():
-            applied = getattr(strategy.last_weights, kind)[batch.labels == c].mean(0)
+            applied = getattr(applied_weights, kind)[batch.labels == c].mean(0)
             assert torch.allclose(by_class[c], applied, atol=1e-6)
     teacher_ce = torch.stack(
         [F.cross_entropy(t.logits, batch.labels, reduction="none") for t in batch.teachers], 1

@@ -1,5 +1,7 @@
 """Run under `accelerate launch --num_processes 2`: a short run of a recipe, then each rank saves
-its method's and its student's tensors so that a test can compare them across ranks."""
+its loss's tensors (the method's under `method.`, the objective's, such as a temperature policy's,
+under `objective.`, as the run checkpoints them) and its student's, so that a test can compare them
+across ranks."""
 
 import sys
 from pathlib import Path
@@ -15,7 +17,7 @@ def main(recipe_path: str, out_dir: str) -> None:
     run = build_run(recipe, overwrite=True)
     train(run)
     rank = run.accelerator.process_index
-    for kind, module in (("method", run.method), ("student", run.unwrapped_student())):
+    for kind, module in (("method", run.task.loss), ("student", run.unwrapped_student())):
         state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
         save_file(state, str(Path(out_dir) / f"{kind}_rank{rank}.safetensors"))
     print(f"rank {rank}: done")

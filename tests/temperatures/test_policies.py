@@ -1,4 +1,4 @@
-"""Temperature policies through the method interface: per-sample T in `kd`, `dkd` and a
+"""Temperature policies through the shared objective: per-sample T in `kd`, `dkd` and a
 multi-teacher method, recipe syntax and errors, CTKD's reversal, and real runs that resume."""
 
 import math
@@ -8,18 +8,18 @@ import torch
 import torch.nn.functional as F
 
 from mtkdrl.errors import MtkdrlError
-from mtkdrl.methods import DistillBatch, MethodContext, create_method
+from mtkdrl.logit_losses import DecoupledKDLoss, DKDOptions
+from mtkdrl.methods import DistillBatch
 from mtkdrl.outputs import read_epochs
 from mtkdrl.pool import ModelOutputs
 from mtkdrl.recipe import MethodConfig
-from mtkdrl.temperatures import (
-    PolicyInput,
-    TemperatureContext,
-    base_temperature,
-    build_temperature_policy,
-)
+from mtkdrl.temperatures import PolicyInput, TemperatureContext, build_temperature_policy
 from mtkdrl.temperatures.base import TemperaturePolicy
 from mtkdrl.temperatures.curriculum import reversal_scale
+from mtkdrl.weighted_loss import WeightedLoss
+
+from ..methods.helpers import build as build_loss
+from ..methods.helpers import terms_of, weights_of
 
 B, C = 5, 6
 
@@ -38,11 +38,9 @@ class GivenTemperatures(TemperaturePolicy):
         return self.temperatures
 
 
-def build(name: str, k: int, **config):
-    """The method as a run builds it: the context's T from the recipe's (`method_context`)."""
-    t = base_temperature(config.get("temperature", 4.0))
-    ctx = MethodContext([f"t{i}" for i in range(k)], C, [4] * k, t, 1.0, 1.0, [None] * k)
-    return create_method(MethodConfig(name=name, **config), ctx)
+def build(name: str, k: int, **config) -> WeightedLoss:
+    """The method on its objective as a run builds them (α = β = 1, T from the recipe's)."""
+    return build_loss(MethodConfig(name=name, alpha=1.0, beta=1.0, **config), k, C, dims=4)
 
 
 def batch(k: int) -> DistillBatch:
@@ -66,9 +64,9 @@ TEMPS = torch.tensor([0.5, 1.0, 2.0, 4.0, 9.0])
 
 @pytest.mark.parametrize(("name", "k"), [("kd", 1), ("avg", 3)])
 def test_per_sample_temperatures_scale_each_samples_kl(name, k):
-    method, data = build(name, k, options={"features": False} if name == "avg" else {}), batch(k)
-    method.temperature_policy = GivenTemperatures(TEMPS)
-    kd = method(data, 0)["kd"]
+    loss, data = build(name, k, **({"feature": "none"} if name == "avg" else {})), batch(k)
+    loss.objective.temperature_policy = GivenTemperatures(TEMPS)
+    kd = terms_of(loss, data, 0)["kd"]
     expected = torch.stack([
         sum(kl_at(data.student.logits[i], t.logits[i], TEMPS[i]) for t in data.teachers) / k
         for i in range(B)
@@ -77,24 +75,25 @@ def test_per_sample_temperatures_scale_each_samples_kl(name, k):
 
 
 def test_per_sample_temperatures_in_dkd_match_dkd_at_each_t():
-    method, data = build("dkd", 2, options={"warmup_epochs": 0}), batch(2)
-    method.temperature_policy = GivenTemperatures(TEMPS)
-    kd = method(data, 0)["kd"]
+    loss, data = build("dkd", 2, options={"warmup_epochs": 0}), batch(2)
+    loss.objective.temperature_policy = GivenTemperatures(TEMPS)
+    kd = terms_of(loss, data, 0)["kd"]
+    dkd = DecoupledKDLoss(DKDOptions(warmup_epochs=0))
 
     def one(i: int, teacher: ModelOutputs) -> torch.Tensor:  # sample i alone, at its own T
         rows = slice(i, i + 1)
         z_s, z_t, y = data.student.logits[rows], teacher.logits[rows], data.labels[rows]
-        return method.dkd(z_s, z_t, y, float(TEMPS[i]), 0)[0]
+        return dkd(z_s, z_t, y, float(TEMPS[i]), 0)[0]
 
     expected = torch.stack([sum(one(i, t) for t in data.teachers) / 2 for i in range(B)])
     torch.testing.assert_close(kd, expected, atol=1e-6, rtol=1e-6)
 
 
 def test_the_policy_sees_the_teachers_mixed_by_the_methods_weights():
-    method, data = build("ebkd", 2), batch(2)
-    method.temperature_policy = policy = GivenTemperatures(torch.full((B,), 3.0))
-    method(data, 0)
-    weights = method.last_weights.logit  # EBKD's weights do not depend on T
+    loss, data = build("ebkd", 2), batch(2)
+    loss.objective.temperature_policy = policy = GivenTemperatures(torch.full((B,), 3.0))
+    loss(data, 0)
+    weights = weights_of(loss, data, 0).logit  # EBKD's weights do not depend on T
     probs = torch.stack([t.logits.softmax(1) for t in data.teachers], 1)
     expected = (weights.unsqueeze(2) * probs).sum(1) / weights.sum(1, keepdim=True)
     torch.testing.assert_close(policy.seen, expected, atol=1e-6, rtol=0)
@@ -102,17 +101,18 @@ def test_the_policy_sees_the_teachers_mixed_by_the_methods_weights():
 
 @pytest.mark.parametrize(("name", "k"), [("kd", 1), ("avg", 3)])
 def test_equal_weights_give_the_trial_passs_ensemble_without_it(name, k):
-    method, data = build(name, k), batch(k)
-    assert method.equal_logit_weights
-    shortcut = method.ensemble_probabilities(data, 0)
-    method.equal_logit_weights = False  # this instance only: the trial pass through its weights
-    torch.testing.assert_close(shortcut, method.ensemble_probabilities(data, 0), atol=1e-7, rtol=0)
+    loss, data = build(name, k), batch(k)
+    assert loss.method.equal_logit_weights
+    shortcut = loss.ensemble(data, 0)
+    # this instance only: the trial pass through its weights
+    loss.method.equal_logit_weights = False
+    torch.testing.assert_close(shortcut, loss.ensemble(data, 0), atol=1e-7, rtol=0)
 
 
 def test_recipe_syntax_and_errors():
-    assert build("avg", 2).temperature_policy.fixed_value == 4.0
-    assert build("avg", 2, temperature=2).temperature_policy.fixed_value == 2.0
-    assert build("avg", 2, temperature={"policy": "rl"}).temperature_policy.name == "rl"
+    assert build("avg", 2).objective.temperature_policy.fixed_value == 4.0
+    assert build("avg", 2, temperature=2).objective.temperature_policy.fixed_value == 2.0
+    assert build("avg", 2, temperature={"policy": "rl"}).objective.temperature_policy.name == "rl"
     with pytest.raises(MtkdrlError, match=r"^method\.temperature\.policy: unknown policy 'hot'"):
         build("avg", 2, temperature={"policy": "hot"})
     with pytest.raises(MtkdrlError, match=r"^method\.temperature: expected a positive T"):
@@ -179,7 +179,8 @@ def test_two_processes_keep_one_agent(tiny_run, tmp_path, two_processes):
     recipe["data"]["batch_size"] = 8
     recipe["method"]["temperature"] = REMIXING
     methods, _ = two_processes(recipe)
-    names = {k.split(".")[1] for k in methods[0] if k.startswith("temperature_policy.")}
+    prefix = "objective.temperature_policy."
+    names = {k.split(".")[2] for k in methods[0] if k.startswith(prefix)}
     assert names == {"actor", "critic", "redistribution", "detector"}
     start = build_temperature_policy(REMIXING, TemperatureContext()).actor.log_std
-    assert not torch.equal(methods[0]["temperature_policy.actor.log_std"], start.detach())
+    assert not torch.equal(methods[0][f"{prefix}actor.log_std"], start.detach())

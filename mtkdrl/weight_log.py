@@ -1,7 +1,6 @@
 """Per-epoch figures of a method's teacher weights: mean and spread per teacher, and (optionally)
-the mean per class, which shows whether a method weights a teacher down where it is wrong.
-
-The module name starts with `_` so the method registry does not treat it as a method.
+the mean per class, which shows whether a method weights a teacher down where it is wrong. The
+loop keeps them (`WeightLog`), so a method only says which matrices to track.
 """
 
 from __future__ import annotations
@@ -81,3 +80,37 @@ class WeightSums:
 
     def with_state(self, state: dict) -> WeightSums:
         return WeightSums(self.num_teachers, self.num_classes, dict(state["sums"]), state["counts"])
+
+
+class WeightLog:
+    """The epoch's `WeightSums`, added to every step and read (then reset) at the epoch's end.
+
+    `gather` concatenates over processes (None in one), so the figures cover every sample.
+    """
+
+    def __init__(
+        self,
+        num_teachers: int,
+        num_classes: int = 0,
+        gather: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        self.num_teachers, self.num_classes, self.gather = num_teachers, num_classes, gather
+        self.sums = WeightSums(num_teachers, num_classes)
+
+    def add(self, matrices: dict[str, Tensor], labels: Tensor) -> None:
+        """Add one batch's weight matrices (B×K each, by kind)."""
+        if matrices:
+            self.sums = self.sums.add(matrices, labels)
+
+    def figures(self) -> dict[str, float | list]:
+        """`w_<kind>_mean/<k>`, `w_<kind>_std/<k>` (and by class, if asked) over the epoch's
+        samples on all processes; the next epoch starts from zero."""
+        figures = self.sums.figures(self.gather)
+        self.sums = WeightSums(self.num_teachers, self.num_classes)
+        return figures
+
+    def state(self) -> dict:
+        return self.sums.state()
+
+    def load_state(self, state: dict) -> None:
+        self.sums = self.sums.with_state(state)

@@ -3,7 +3,7 @@
 import torch
 
 from mtkdrl.checkpoint import flatten_state, unflatten_state
-from mtkdrl.methods._tracking import WeightSums
+from mtkdrl.weight_log import WeightSums
 
 K, C = 3, 4
 

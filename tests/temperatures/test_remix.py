@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from mtkdrl.data.remix import EntropyRemix
+from mtkdrl.temperatures._remix import EntropyRemix
 
 
 def logits_with_entropy(levels: torch.Tensor) -> torch.Tensor:
