@@ -132,6 +132,8 @@ def budget_overrides(args: argparse.Namespace) -> list[str]:
         f"train.log_every={10**6}",
         "train.log_weights_by_class=true",  # for bench/agent_weights.py
         f"teacher_cache.views={args.views}",
+        f"train.mixed_precision={args.precision}",  # one precision for every row
+        "teacher_cache.store=all",  # one cache per (pool, seed) serves every method
     ]
 
 
@@ -416,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--views", type=int, default=4, help="teacher-cache views per sample")
+    parser.add_argument(
+        "--precision", default="no", choices=["no", "bf16"], help="pinned for every row"
+    )
     parser.add_argument("--work", default=str(REPO.parent / "mtkdrl_compare"))
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "compare"))
     parser.add_argument(

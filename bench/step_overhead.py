@@ -91,7 +91,7 @@ TEMPERATURES: dict[str, tuple[dict, str]] = {
 }
 
 
-def recipe_dict(setup: str, row: str, batch_size: int, out: Path) -> dict:
+def recipe_dict(setup: str, row: str, batch_size: int, out: Path, precision: str = "no") -> dict:
     spec = SETUPS[setup]
     method, options = ROWS[row]
     options = options(batch_size) if callable(options) else options
@@ -107,7 +107,7 @@ def recipe_dict(setup: str, row: str, batch_size: int, out: Path) -> dict:
             **({"temperature": TEMPERATURES[row][0]} if row in TEMPERATURES else {}),
         },
         "optim": {"lr": 0.05, "schedule": "constant"},
-        "train": {"mixed_precision": "no"},
+        "train": {"mixed_precision": precision},
     }
 
 
@@ -116,13 +116,15 @@ def bare_step(run, optimizer, images, labels) -> None:
     method = run.recipe.method
     student = run.unwrapped_student()
     teachers = run.teachers
-    with torch.no_grad():
-        targets = []
-        for teacher, adapt in zip(teachers.teachers, teachers.adapters, strict=True):
-            final, maps = teacher.forward_intermediates(adapt(images), indices=1)
-            targets.append((teacher.forward_head(final), maps[-1]))
-    final, maps = student.forward_intermediates(images, indices=1)
-    logits = student.forward_head(final)
+    with run.accelerator.autocast():  # the precision the mtkdrl rows step in
+        with torch.no_grad():
+            targets = []
+            for teacher, adapt in zip(teachers.teachers, teachers.adapters, strict=True):
+                final, maps = teacher.forward_intermediates(adapt(images), indices=1)
+                targets.append((teacher.forward_head(final).float(), maps[-1].float()))
+        final, maps = student.forward_intermediates(images, indices=1)
+        logits = student.forward_head(final).float()
+        adapted = [adapter(maps[-1]).float() for adapter in run.task.adapters]
     log_p = F.log_softmax(logits / method.temperature, dim=1)
     kd = sum(
         F.kl_div(
@@ -131,8 +133,7 @@ def bare_step(run, optimizer, images, labels) -> None:
         for t, _ in targets
     ) * (method.temperature**2 / len(targets))
     feature = sum(
-        F.mse_loss(adapter(maps[-1]), target)
-        for adapter, (_, target) in zip(run.task.adapters, targets, strict=True)
+        F.mse_loss(mapped, target) for mapped, (_, target) in zip(adapted, targets, strict=True)
     ) / len(targets)
     loss = F.cross_entropy(logits, labels) + method.alpha * kd + method.beta * feature
     optimizer.zero_grad(set_to_none=True)
@@ -150,7 +151,9 @@ class Row:
         from mtkdrl.step import BatchProvider, train_step
 
         out = Path(args.work) / name.replace(" ", "_")
-        recipe = Recipe.from_dict(recipe_dict(args.setup, name, args.batch_size, out))
+        recipe = Recipe.from_dict(
+            recipe_dict(args.setup, name, args.batch_size, out, args.precision)
+        )
         self.name, self.bare = name, name == "bare"
         self.run = build_run(recipe, dry_run=True)  # random weights, no data, already prepared
         self.run.task.set_epoch(1)  # epoch 1: past any warm-up, so the agent acts and learns
@@ -161,11 +164,10 @@ class Row:
             self.optimizer = build_optimizer(params, recipe.optim)
             self.run.student.train()
         channels, height, width = self.run.student_cfg["input_size"]
-        generator = torch.Generator().manual_seed(0)
-        self.images = torch.randn(args.batch_size, channels, height, width, generator=generator)
-        self.labels = torch.randint(
-            0, recipe.data.num_classes, (args.batch_size,), generator=generator
-        )
+        generator, device = torch.Generator().manual_seed(0), self.run.accelerator.device
+        images = torch.randn(args.batch_size, channels, height, width, generator=generator)
+        labels = torch.randint(0, recipe.data.num_classes, (args.batch_size,), generator=generator)
+        self.images, self.labels = images.to(device), labels.to(device)
 
     def step(self) -> float:
         started = time.perf_counter()
@@ -173,6 +175,8 @@ class Row:
             bare_step(self.run, self.optimizer, self.images, self.labels)
         else:
             self.train_step(self.run, (self.images, self.labels, None), self.provider)
+        if self.images.is_cuda:  # the GPU runs behind the host: wait for the step to finish
+            torch.cuda.synchronize()
         return time.perf_counter() - started
 
     def epoch_end(self) -> float:
@@ -215,6 +219,7 @@ def run_child(mode: str, args: argparse.Namespace, row: str | None = None) -> di
         "--batch-size", str(args.batch_size), "--steps", str(args.steps),
         "--warmup", str(args.warmup), "--threads", str(args.threads),
         "--memory-steps", str(args.memory_steps), "--work", str(args.work),
+        "--precision", args.precision,
         "--rows", *([row] if row else args.rows),
     ]  # fmt: skip
     if row:
@@ -236,6 +241,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--memory-steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--precision", default="no", choices=["no", "bf16", "auto"], help="for every row"
+    )
     parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
@@ -276,7 +284,8 @@ def render(summary: dict, args: argparse.Namespace) -> str:
 
     """The figures as a Markdown table with a line saying how they were measured."""
     lines = [
-        f"setup {args.setup}, batch {args.batch_size}, {args.threads} threads, fp32; time: median "
+        f"setup {args.setup}, batch {args.batch_size}, {args.threads} threads, precision "
+        f"{args.precision} (no: fp32); time: median "
         f"of {args.steps} steps per row, rows interleaved in one process (the mean too, for a "
         "method whose steps differ, e.g. MMKD's meta step every 5); memory: peak resident set "
         "of a process running that row alone",

@@ -30,9 +30,9 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 in hardware (AMX tiles or AVX512-BF16)."""
-    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+def cpu_bf16_flags() -> list[str]:
+    """This CPU's flags for bf16 in hardware (AMX tiles, AVX512-BF16); empty where it has none."""
+    return sorted(cpu_flags() & {"amx_bf16", "avx512_bf16"})
 
 
 def machine_info() -> dict[str, str]:

@@ -24,23 +24,36 @@ from .recipe import ModelSpec
 
 @dataclass
 class ModelOutputs:
-    """A model's outputs for one batch: logits (B×C), embedding (B×d), last-stage map (B×C×H×W)."""
+    """A model's outputs for one batch: logits (B×C), embedding (B×d), last-stage map (B×C×H×W).
+
+    A teacher's embedding or map is None where the run does not read it (a compact cache)."""
 
     logits: Tensor
-    embedding: Tensor
+    embedding: Tensor | None
     features: Tensor | None = None
 
+    def _map(self, change) -> ModelOutputs:
+        def apply(tensor: Tensor | None) -> Tensor | None:
+            return None if tensor is None else change(tensor)
+
+        return ModelOutputs(change(self.logits), apply(self.embedding), apply(self.features))
+
     def detach(self) -> ModelOutputs:
-        features = None if self.features is None else self.features.detach()
-        return ModelOutputs(self.logits.detach(), self.embedding.detach(), features)
+        return self._map(Tensor.detach)
 
     def float(self) -> ModelOutputs:
-        features = None if self.features is None else self.features.float()
-        return ModelOutputs(self.logits.float(), self.embedding.float(), features)
+        return self._map(Tensor.float)
 
     def clone(self) -> ModelOutputs:
-        features = None if self.features is None else self.features.clone()
-        return ModelOutputs(self.logits.clone(), self.embedding.clone(), features)
+        return self._map(Tensor.clone)
+
+
+def pooled_channels(embedding: Tensor, width: int) -> Tensor:
+    """`embedding` (B×d) averaged over `width` contiguous channel groups (B×width); unchanged
+    where it is `width` wide already, so applying it twice changes nothing."""
+    if embedding.shape[1] == width:
+        return embedding
+    return F.adaptive_avg_pool1d(embedding.unsqueeze(1), width).squeeze(1)
 
 
 def forward_outputs(

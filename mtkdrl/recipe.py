@@ -121,7 +121,7 @@ class TrainConfig:
     """The loop: epochs, precision, accumulation, logging and checkpoint cadence."""
 
     epochs: int = 240
-    mixed_precision: Literal["no", "bf16", "fp16"] | None = None
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 where native
     grad_accum_steps: int = 1
     max_steps_per_epoch: int | None = None
     log_every: int = 50
@@ -148,16 +148,24 @@ class TeacherCacheConfig:
     Epoch `e` shows every sample its view `e mod views`, so the teachers run only during the first
     `views` epochs (or never, once another run with the same teachers, data and transform has
     filled the cache). `auto` caches where replay is exact (indexed, not streamed, data).
+    An entry stores what the run reads (`store: needed`), or every output so that runs of any
+    method share one cache (`store: all`); logits in float32, 8 bits or top-k (`logits`).
     """
 
     mode: Literal["auto", "on", "off"] = "auto"
     views: int = 4
     dir: str | None = None
+    store: Literal["needed", "all"] = "needed"  # all: every method can share the cache
+    logits: Literal["auto", "float32", "uint8", "topk"] = "auto"  # auto: float32 to 100 classes
+    logit_topk: int = 100  # the k of `logits: topk`
+    embedding_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
     feature_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
 
     def __post_init__(self) -> None:
         if self.views < 1:
             raise MtkdrlError(f"teacher_cache.views must be at least 1, got {self.views}")
+        if self.logit_topk < 1:
+            raise MtkdrlError(f"teacher_cache.logit_topk must be at least 1, got {self.logit_topk}")
 
 
 @dataclass

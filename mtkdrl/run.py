@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.state import AcceleratorState, GradientState, PartialState
+from accelerate.utils import ProjectConfiguration, parse_flag_from_env, set_seed
 from timm.scheduler.scheduler import Scheduler
 from torch import nn
 from torch.utils.data import DataLoader
@@ -25,7 +25,7 @@ from .assembly import RunFacts, build_parts
 from .checkpoint import CHECKPOINT_DIR, Checkpoints, TrainingState
 from .data import DataBundle, build_data, load_splits
 from .errors import MtkdrlError
-from .hardware import cpu_has_native_bf16
+from .hardware import cpu_bf16_flags
 from .methods import method_class
 from .optim import build_optimizer, build_scheduler
 from .outputs import RUN_FILES, RunOutputs
@@ -35,6 +35,7 @@ from .pool import (
     create_model,
     data_config_of,
 )
+from .precision import Precision, choose_precision
 from .recipe import Recipe
 from .task import DistillationTask
 from .teacher_cache import CachedTeachers, LiveTeachers, open_for_run
@@ -46,6 +47,7 @@ class Run:
 
     recipe: Recipe
     accelerator: Accelerator
+    precision: Precision
     task: DistillationTask
     teachers: TeacherPool
     optimizer: torch.optim.Optimizer
@@ -75,24 +77,26 @@ class Run:
         return self.accelerator.unwrap_model(self.task.student).model
 
 
-def make_accelerator(recipe: Recipe, dry_run: bool) -> Accelerator:
-    """An Accelerator for the recipe's precision, accumulation and trackers, checked against the
-    number of processes that were launched."""
+def make_accelerator(recipe: Recipe, dry_run: bool) -> tuple[Accelerator, Precision]:
+    """An Accelerator for the recipe's precision (chosen for the device where `auto`),
+    accumulation and trackers, checked against the number of processes that were launched."""
     train = recipe.train
-    kwargs = {} if train.mixed_precision is None else {"mixed_precision": train.mixed_precision}
     trackers = [] if dry_run else train.trackers
     # Accelerate keeps its settings in process-wide singletons; clear them so that several runs in
     # one Python process (a notebook, the tests) each get their own precision (Accelerate has no
     # public call for this).
     AcceleratorState._reset_state()
     GradientState._reset_state()
+    # the device the Accelerator will pick (its state sets up the processes as it would)
+    device = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).device
+    precision = choose_precision(train.mixed_precision, device)
     accelerator = Accelerator(
+        mixed_precision=precision.mode,
         gradient_accumulation_steps=train.grad_accum_steps,
         log_with=trackers or None,
         project_config=ProjectConfiguration(
             project_dir=recipe.output_dir, total_limit=train.keep_checkpoints
         ),
-        **kwargs,
     )
     expected = int(os.environ.get("WORLD_SIZE", "1"))
     if accelerator.num_processes != expected:
@@ -101,16 +105,16 @@ def make_accelerator(recipe: Recipe, dry_run: bool) -> Accelerator:
             "on CPU launch with `accelerate launch --cpu` or set ACCELERATE_USE_CPU=true"
         )
     _warn_about_precision(accelerator)
-    return accelerator
+    return accelerator, precision
 
 
 def _warn_about_precision(accelerator: Accelerator) -> None:
     if accelerator.device.type != "cpu":
         return
-    if accelerator.mixed_precision == "bf16" and not cpu_has_native_bf16():
+    if accelerator.mixed_precision == "bf16" and not cpu_bf16_flags():
         warnings.warn(
             "train.mixed_precision=bf16 on a CPU without AMX or AVX512-BF16 is emulated and runs "
-            "several times slower than fp32 here; use train.mixed_precision=no",
+            "several times slower than fp32 here; use train.mixed_precision=auto (or no)",
             stacklevel=3,
         )
     if accelerator.mixed_precision == "fp16":
@@ -154,7 +158,7 @@ def build_run(
     """
     if not dry_run:
         check_run_dir(recipe, resume, overwrite)
-    accelerator = make_accelerator(recipe, dry_run)
+    accelerator, precision = make_accelerator(recipe, dry_run)
     set_seed(recipe.seed)
     device = accelerator.device
     num_classes, splits = _classes_and_splits(recipe, dry_run)
@@ -183,7 +187,14 @@ def build_run(
     source = LiveTeachers(teachers)
     if not dry_run:
         source = open_for_run(
-            recipe, data, teachers, parts.probe, feature_stage, accelerator, student_cfg
+            recipe,
+            data,
+            teachers,
+            parts.probe,
+            feature_stage,
+            accelerator,
+            student_cfg,
+            parts.loss.method.teacher_embedding_width,
         )
     if recipe.train.channels_last:
         student.to(memory_format=torch.channels_last)
@@ -210,6 +221,7 @@ def build_run(
     return Run(
         recipe=recipe,
         accelerator=accelerator,
+        precision=precision,
         task=task,
         teachers=teachers,
         optimizer=optimizer,

@@ -28,6 +28,7 @@ def write_summary(run: Run, teacher_results: list[dict], last: dict, seconds: fl
         "train_seconds_this_session": seconds,
         "num_processes": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision,
+        "precision_reason": run.precision.reason,
         "hardware": machine_info(),
         **run.teacher_source.figures(),
         **_peak_memory(accelerator.device),

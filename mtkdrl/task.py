@@ -59,6 +59,7 @@ class DistillationTask(TrainingTask):
         self.teachers = teachers
         self.channels_last = channels_last
         self.epoch = 0
+        self._named_parameters: dict[str, Tensor] | None = None  # found once, at first use
 
     @classmethod
     def from_models(
@@ -100,12 +101,14 @@ class DistillationTask(TrainingTask):
 
     def named_trainable_parameters(self) -> dict[str, Tensor]:
         """The student's parameters by name, and the adapters' prefixed `adapters.`: the keys that
-        `outputs(..., params)` reads."""
-        named = dict(extract_model_from_parallel(self.student).named_parameters())
-        if self.adapters is not None:
-            adapters = extract_model_from_parallel(self.adapters)
-            named.update({f"adapters.{k}": v for k, v in adapters.named_parameters()})
-        return named
+        `outputs(..., params)` reads. Walked once (every step asks), then handed out as a copy."""
+        if self._named_parameters is None:
+            named = dict(extract_model_from_parallel(self.student).named_parameters())
+            if self.adapters is not None:
+                adapters = extract_model_from_parallel(self.adapters)
+                named.update({f"adapters.{k}": v for k, v in adapters.named_parameters()})
+            self._named_parameters = named
+        return dict(self._named_parameters)
 
     @property
     def feature_stage(self) -> int | None:

@@ -212,8 +212,9 @@ def print_plan(run: Run) -> None:
         f"mtkdrl {__version__}: student {recipe.student.name} ({params / 1e6:.2f} M params), "
         f"{len(run.teachers)} teachers, method {recipe.method.name}, "
         f"{run.batches_per_epoch} batches/epoch x {recipe.train.epochs} epochs, "
-        f"precision {accelerator.mixed_precision}, {accelerator.num_processes} process(es)"
+        f"{accelerator.num_processes} process(es)"
     )
+    accelerator.print(f"precision {run.precision.label} ({run.precision.reason})")
     for line in run.task.loss.describe():
         accelerator.print(line)
 

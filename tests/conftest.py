@@ -71,7 +71,8 @@ def tiny_run(tiny_cifar, teacher_file):
             },
             "method": {"name": method},
             "optim": {"lr": 0.05, "schedule": "multistep", "milestones": [1]},
-            "train": {"epochs": 2, "log_every": 2, **train},
+            # fp32 pinned: `auto` would pick bf16 on some CI machines and move recorded figures
+            "train": {"epochs": 2, "log_every": 2, "mixed_precision": "no", **train},
         }
 
     return raw

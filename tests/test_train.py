@@ -162,7 +162,8 @@ def test_channels_last_trains_like_the_default_layout(tmp_path, tiny_recipe):
 def _pinned_recipe(tiny_run, out: Path, method: str, cache: str) -> Recipe:
     raw = tiny_run(out, method, eval_teachers=False)
     raw["method"]["options"] = {"agent_step": 2} if method == "mtkdrl-official" else {}
-    raw["teacher_cache"] = {"mode": cache, "views": 1}
+    # float32 embeddings: the layout the records were made with (lossless for these numbers)
+    raw["teacher_cache"] = {"mode": cache, "views": 1, "embedding_dtype": "float32"}
     return Recipe.from_dict(raw)
 
 

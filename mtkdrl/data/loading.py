@@ -16,7 +16,14 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, Sampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    Sampler,
+    default_collate,
+)
 
 from ..errors import MtkdrlError, first_line
 from ..recipe import DataConfig
@@ -68,6 +75,15 @@ def _subset(dataset: Any, size: int | None, field: str) -> Any:
     return dataset.select(range(size))
 
 
+class Batch(tuple):
+    """`(images, labels, indices)` made whole by a dataset's batched fetch: collated already."""
+
+
+def collate(samples: Batch | list) -> tuple:
+    """The DataLoader's collate: a `Batch` as it is, a list of samples stacked as usual."""
+    return samples if isinstance(samples, Batch) else default_collate(samples)
+
+
 class IndexedImages(Dataset):
     """A map-style split: row `i` becomes `(transform(pixels, seed(view, i)), label, i)`.
 
@@ -90,6 +106,7 @@ class IndexedImages(Dataset):
         self.images = rows.cast_column(info.image_column, datasets.Image(decode=False))
         self.image_column = info.image_column
         self.decoded = self._decode_all() if cache_decoded else None
+        self._stacked: Tensor | None = None  # the decoded images as one tensor, made at first use
 
     def _decode_all(self) -> list[np.ndarray]:
         """Every image decoded once, so that epochs after the first pay only for augmentation."""
@@ -121,6 +138,20 @@ class IndexedImages(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
         seed = sample_seed(self.seed, self.view, index)
         return self.transform(self.pixels(index), seed), int(self.labels[index]), index
+
+    def __getitems__(self, indices: list[int]) -> Batch | list[tuple[Tensor, int, int]]:
+        """A whole batch at once (the DataLoader's batched fetch): where the images are decoded
+        and the transform has a batched form (CIFAR's), one `Batch` made in a few tensor
+        operations, the numbers `__getitem__` gives; otherwise the samples one by one."""
+        batch = getattr(self.transform, "batch", None)
+        if batch is None or self.decoded is None:
+            return [self[index] for index in indices]
+        if self._stacked is None:
+            self._stacked = self.transform.stack(self.decoded)
+        rows = torch.as_tensor(indices, dtype=torch.int64)
+        seeds = [sample_seed(self.seed, self.view, index) for index in indices]
+        labels = torch.from_numpy(self.labels[indices])
+        return Batch((batch(self._stacked, rows, seeds), labels, rows))
 
 
 class StreamedImages(IterableDataset):
@@ -195,6 +226,7 @@ def _train_loader(dataset: Dataset, cfg: DataConfig, seed: int, **batching) -> D
         num_workers=cfg.num_workers,
         pin_memory=torch.cuda.is_available(),
         generator=torch.Generator().manual_seed(seed),
+        collate_fn=collate,
         **batching,
     )
 

@@ -44,6 +44,14 @@ class CifarTrainTransform:
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
 
+    def _check_size(self, pixels: np.ndarray, index: int | None = None) -> None:
+        if pixels.shape[:2] != (self.size, self.size):
+            row = "" if index is None else f" (row {index})"
+            raise MtkdrlError(
+                f"data.train_transform=cifar expects {self.size}x{self.size} images, got "
+                f"{pixels.shape[1]}x{pixels.shape[0]}{row}; use data.train_transform: timm"
+            )
+
     def sample(self, seed: int) -> CropFlip:
         rng = random.Random(seed)
         span = 2 * self.padding
@@ -51,11 +59,7 @@ class CifarTrainTransform:
 
     def apply(self, pixels: np.ndarray, view: CropFlip) -> Tensor:
         """`pixels` is HxWx3 uint8; returns the normalised 3xSxS float view."""
-        if pixels.shape[:2] != (self.size, self.size):
-            raise MtkdrlError(
-                f"data.train_transform=cifar expects {self.size}x{self.size} images, got "
-                f"{pixels.shape[1]}x{pixels.shape[0]}; use data.train_transform: timm"
-            )
+        self._check_size(pixels)
         pad = self.padding
         padded = np.pad(pixels, ((pad, pad), (pad, pad), (0, 0)))
         crop = padded[view.top : view.top + self.size, view.left : view.left + self.size]
@@ -66,6 +70,28 @@ class CifarTrainTransform:
 
     def __call__(self, pixels: np.ndarray, seed: int) -> Tensor:
         return self.apply(pixels, self.sample(seed))
+
+    def stack(self, images: list[np.ndarray]) -> Tensor:
+        """Decoded images as one zero-padded N×(S+2p)×(S+2p)×3 uint8 tensor, for `batch`."""
+        for index, pixels in enumerate(images):
+            self._check_size(pixels, index)
+        pad = self.padding
+        return torch.from_numpy(np.pad(np.stack(images), ((0, 0), (pad, pad), (pad, pad), (0, 0))))
+
+    def batch(self, padded: Tensor, rows: Tensor, seeds: list[int]) -> Tensor:
+        """The views of `seeds` for the images at `rows` of `stack`'s tensor, as one B×3×S×S
+        batch: the same numbers as `__call__` per image, in a few tensor operations (on the
+        tensor's device) instead of per-image work."""
+        views = [self.sample(seed) for seed in seeds]
+        device, span = padded.device, torch.arange(self.size, device=padded.device)
+        tops = torch.tensor([v.top for v in views], device=device)
+        lefts = torch.tensor([v.left for v in views], device=device)
+        flips = torch.tensor([v.flip for v in views], device=device)
+        ys = tops[:, None] + span
+        xs = lefts[:, None] + torch.where(flips[:, None], span.flip(0), span)
+        crops = padded[rows.to(device)[:, None, None], ys[:, :, None], xs[:, None, :]]
+        images = crops.permute(0, 3, 1, 2).float().div_(255)
+        return (images - self.mean.to(device)) / self.std.to(device)
 
 
 class SeededTimmTransform:

@@ -258,6 +258,14 @@ def _teacher_weights(ctx: CardContext) -> str:
     )
 
 
+def _precision(summary: dict) -> str:
+    """The run's precision and, where the run recorded it, why (e.g. `auto` chose it)."""
+    mode = summary.get("mixed_precision", "unknown")
+    label = f"`{'fp32' if mode == 'no' else mode}`"
+    reason = summary.get("precision_reason")
+    return f"{label} ({reason})" if reason else label
+
+
 def _training(ctx: CardContext) -> str:
     """The training settings, time, peak memory and hardware of the run."""
     summary, recipe = ctx.run.summary, ctx.run.recipe
@@ -266,7 +274,7 @@ def _training(ctx: CardContext) -> str:
     lines = [
         f"- {_budget(ctx.run)}, batch {recipe.data.batch_size} per process × {processes} "
         f"process(es), gradient accumulation {recipe.train.grad_accum_steps}, "
-        f"precision `{summary.get('mixed_precision', 'unknown')}`, seed {recipe.seed}.",
+        f"precision {_precision(summary)}, seed {recipe.seed}.",
         f"- Training time: {_duration(seconds)}, the sum of the epochs' times in "
         "`metrics.jsonl` (the training loop; evaluation and start-up excluded).",
     ]

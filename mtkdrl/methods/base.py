@@ -177,6 +177,11 @@ class Method(nn.Module, abc.ABC):
         """A line for the run's log about the method's own state (empty if nothing to say)."""
         return ""
 
+    def teacher_embedding_width(self, width: int) -> int:
+        """How much of a `width`-wide teacher embedding this method reads (0: none of it), so a
+        teacher cache stores only that."""
+        return 0
+
     @property
     def batch_size(self) -> int | None:
         """The one per-process batch size this method takes (None: any), e.g. for a dry run."""

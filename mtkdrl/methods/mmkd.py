@@ -315,7 +315,7 @@ class MMKD(Method):
         """Adam on the networks' parameters along d CE(after the look-ahead) / d φ."""
         images, labels = items["images"], items["labels"]
         teachers = [
-            ModelOutputs(items[f"logits{k}"], items[f"embedding{k}"], items.get(f"features{k}"))
+            ModelOutputs(items[f"logits{k}"], items.get(f"embedding{k}"), items.get(f"features{k}"))
             for k in range(self.context.num_teachers)
         ]
         epoch = self._epoch
@@ -363,7 +363,9 @@ def teacher_items(teachers: list[ModelOutputs]) -> dict[str, Tensor]:
     """Teachers' outputs as named tensors, for the hard buffer."""
     items = {}
     for k, t in enumerate(teachers):
-        items.update({f"logits{k}": t.logits, f"embedding{k}": t.embedding})
+        items[f"logits{k}"] = t.logits
+        if t.embedding is not None:  # a compact teacher cache holds none for MMKD
+            items[f"embedding{k}"] = t.embedding
         if t.features is not None:  # without a feature term the teachers give no maps
             items[f"features{k}"] = t.features
     return items

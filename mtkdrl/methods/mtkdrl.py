@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import MtkdrlError
-from ..pool import ModelOutputs
+from ..pool import ModelOutputs, pooled_channels
 from . import register_method
 from ._mtkdrl_agent import AgentState, AgentUpdate, PolicyNetwork, build_state, state_widths
 from ._mtkdrl_official import OfficialUpdate
@@ -69,6 +69,7 @@ class MTKDRLOptions:
     feature_mix: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     normalise_state: bool = False
     reward: Literal["loss", "centred"] = "loss"
+    state_embedding_dims: int | None = None  # None: each teacher's whole embedding
 
     def __post_init__(self) -> None:
         for name, sources in (
@@ -81,18 +82,24 @@ class MTKDRLOptions:
                     f"method.options.{name}: expected 3 non-negative shares of ({sources}) "
                     f"with a positive sum, e.g. [1, 1, 1]; got {mix}"
                 )
+        if self.state_embedding_dims is not None and self.state_embedding_dims < 1:
+            raise MtkdrlError(
+                "method.options.state_embedding_dims must be at least 1 (or null: the whole "
+                f"embedding), got {self.state_embedding_dims}"
+            )
 
 
-def teacher_similarity(adapted: Tensor, teacher: ModelOutputs) -> Tensor:
+def teacher_similarity(adapted: Tensor, teacher: ModelOutputs, whole_embedding: bool) -> Tensor:
     """Cosine between the pooled adapted student map and the teacher's embedding (B,).
 
     Where the embedding is not the teacher's pooled last map (its width differs, e.g. a conv head
-    after the last stage, 320 channels against a 1280-wide embedding) the cosine compares the
-    two pooled maps instead (docs/methods/mtkdrl.md#state).
+    after the last stage, 320 channels against a 1280-wide embedding), or the method does not
+    read it whole (`state_embedding_dims`), the cosine compares the two pooled maps instead
+    (docs/methods/mtkdrl.md#state).
     """
     pooled = adapted.mean(dim=(2, 3))
     target = teacher.embedding
-    if target.shape[1] != pooled.shape[1]:
+    if not whole_embedding or target.shape[1] != pooled.shape[1]:
         target = teacher.features.mean(dim=(2, 3))
     return F.cosine_similarity(pooled, target, dim=1, eps=1e-8)
 
@@ -121,7 +128,8 @@ class MTKDRL(Method):
 
     def __init__(self, context: MethodContext, options: MTKDRLOptions) -> None:
         super().__init__(context, options)
-        widths = state_widths(context.embedding_dims, context.num_classes)
+        self.embedding_widths = [self.teacher_embedding_width(d) for d in context.embedding_dims]
+        widths = state_widths(self.embedding_widths, context.num_classes)
         policy = PolicyNetwork(
             sum(widths),
             context.num_teachers,
@@ -139,6 +147,12 @@ class MTKDRL(Method):
     def describe(self) -> str:
         return self.agent.describe()
 
+    def teacher_embedding_width(self, width: int) -> int:
+        """The agent's state reads each embedding whole, or averaged over
+        `state_embedding_dims` channel groups."""
+        dims = self.options.state_embedding_dims
+        return width if dims is None else min(width, dims)
+
     def agent_state(self, batch: DistillBatch, terms: TeacherTerms) -> AgentState:
         """The detached state (docs/methods/mtkdrl.md#state) from this batch's outputs and terms."""
         teacher_ce = torch.stack(
@@ -147,7 +161,7 @@ class MTKDRL(Method):
         if batch.adapted:
             cos = torch.stack(
                 [
-                    teacher_similarity(adapted, t)
+                    teacher_similarity(adapted, t, self.options.state_embedding_dims is None)
                     for adapted, t in zip(batch.adapted, batch.teachers, strict=True)
                 ],
                 dim=1,
@@ -158,7 +172,10 @@ class MTKDRL(Method):
             terms.logit.detach(),
             teacher_ce,
             cos.detach(),
-            [t.embedding for t in batch.teachers],
+            [
+                pooled_channels(t.embedding, width)
+                for t, width in zip(batch.teachers, self.embedding_widths, strict=True)
+            ],
             [t.logits for t in batch.teachers],
             self.options.normalise_state,
         )

@@ -5,25 +5,20 @@ view, index), so a fixed number of views per sample replays exactly: epoch `e` s
 `e mod views`; the first epoch to show a view runs the teachers and stores their outputs, later
 epochs read them. An entry counts only when its stored augmentation seed equals the loader's, so
 a stale or half-written entry is recomputed, never misread. The cache's folder is named by a hash
-of everything that determines the outputs, so any change starts a new one. `storage` holds the
-format, `sources` the live and cached teacher sources, `wiring` a run's choice between them.
+of everything that determines the outputs, so any change starts a new one. `layout` says what an
+entry holds (top-k logits for many classes, embeddings only for methods that read them),
+`storage` holds the files, `sources` the live and cached teacher sources, `wiring` a run's
+choice between them.
 """
 
+from .layout import DTYPES, CacheLayout
 from .sources import CachedTeachers, LiveTeachers, merge_rows
-from .storage import (
-    DISK_HEADROOM,
-    FEATURE_DTYPES,
-    FORMAT_VERSION,
-    CacheLayout,
-    TeacherCache,
-    cache_key,
-    format_bytes,
-)
+from .storage import DISK_HEADROOM, FORMAT_VERSION, TeacherCache, cache_key, format_bytes
 from .wiring import open_for_run
 
 __all__ = [
     "DISK_HEADROOM",
-    "FEATURE_DTYPES",
+    "DTYPES",
     "FORMAT_VERSION",
     "CacheLayout",
     "CachedTeachers",

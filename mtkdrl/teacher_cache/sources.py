@@ -114,7 +114,11 @@ class CachedTeachers:
     def _with_live_rows(
         self, images: Tensor, indices: Tensor, epoch: int, feature_stage: int | None, live: Tensor
     ) -> list[ModelOutputs]:
-        live_outs = self.teachers(images[live], feature_stage)
+        layout = self.cache.layout
+        live_outs = [
+            layout.round_trip(k, out)
+            for k, out in enumerate(self.teachers(images[live], feature_stage))
+        ]
         if live.all():
             return live_outs
         stored = self(images[~live], indices[~live.to(indices.device)], epoch, feature_stage)

@@ -11,56 +11,19 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from ..errors import MtkdrlError
 from ..pool import ModelOutputs
+from .layout import CacheLayout
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: compact entries (top-k logits, embeddings only where read)
 DISK_HEADROOM = 0.95  # leave 5 % of the free space to everything else
-
-FEATURE_DTYPES: dict[str, tuple[np.dtype, torch.dtype]] = {
-    "float16": (np.dtype(np.float16), torch.float16),
-    "bfloat16": (np.dtype(np.int16), torch.bfloat16),  # numpy has no bf16: stored as its bits
-    "float32": (np.dtype(np.float32), torch.float32),
-}
-
-
-@dataclass(frozen=True)
-class CacheLayout:
-    """What the cache holds: `views` x `num_samples` entries of each teacher's outputs."""
-
-    num_samples: int
-    views: int
-    num_classes: list[int]
-    embedding_dims: list[int]
-    feature_shapes: list[list[int]] | None
-    feature_dtype: str
-    has_crops: bool
-
-    def arrays(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        """Every file of the cache: name -> (shape, dtype)."""
-        entries = (self.views, self.num_samples)
-        arrays = {"seeds": (entries, np.dtype(np.int64))}
-        if self.has_crops:
-            arrays["crops"] = ((*entries, 3), np.dtype(np.int16))
-        for k, (classes, dim) in enumerate(zip(self.num_classes, self.embedding_dims, strict=True)):
-            arrays[f"t{k}.logits"] = ((*entries, classes), np.dtype(np.float32))
-            arrays[f"t{k}.embedding"] = ((*entries, dim), np.dtype(np.float32))
-            if self.feature_shapes is not None:
-                shape = (*entries, *self.feature_shapes[k])
-                arrays[f"t{k}.features"] = (shape, FEATURE_DTYPES[self.feature_dtype][0])
-        return arrays
-
-    def nbytes(self) -> int:
-        """The size of every file together: what the cache needs on disk."""
-        return sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in self.arrays().values())
 
 
 def cache_key(identity: dict[str, Any]) -> str:
@@ -179,17 +142,12 @@ class TeacherCache:
         self.hits += 1
         outputs = []
         for k in range(len(self.layout.num_classes)):
-            logits = self._read(f"t{k}.logits", view, indices, device)
-            embedding = self._read(f"t{k}.embedding", view, indices, device)
-            features = None
-            if self.layout.feature_shapes is not None:
-                features = self._read(f"t{k}.features", view, indices, device)
-                features = features.view(FEATURE_DTYPES[self.layout.feature_dtype][1]).float()
-            outputs.append(ModelOutputs(logits, embedding, features))
+            arrays = {
+                name: torch.from_numpy(self.arrays[name][view, indices]).to(device)
+                for name in self.layout.teacher_arrays(k)
+            }
+            outputs.append(self.layout.unpack(k, arrays))
         return outputs
-
-    def _read(self, name: str, view: int, indices: np.ndarray, device: torch.device) -> Tensor:
-        return torch.from_numpy(self.arrays[name][view, indices]).to(device, non_blocking=True)
 
     def store(
         self,
@@ -199,23 +157,17 @@ class TeacherCache:
         outputs: list[ModelOutputs],
         crops: np.ndarray | None = None,
     ) -> list[ModelOutputs]:
-        """Write these samples' outputs; returns them as a later lookup will give them back.
-
-        Feature maps are rounded to the storage dtype on the way back too, so a run that fills
-        the cache and one that reads it see the same numbers.
-        """
+        """Write these samples' outputs; returns them as a later lookup will give them back
+        (rounded and packed the same way), so a run that fills the cache and one that reads it
+        see the same numbers."""
         stored = []
-        storage = FEATURE_DTYPES[self.layout.feature_dtype][1]
         for k, out in enumerate(outputs):
-            self.arrays[f"t{k}.logits"][view, indices] = out.logits.float().cpu().numpy()
-            self.arrays[f"t{k}.embedding"][view, indices] = out.embedding.float().cpu().numpy()
-            features = None
-            if self.layout.feature_shapes is not None:
-                rounded = out.features.to(storage)
-                bits = rounded if storage is not torch.bfloat16 else rounded.view(torch.int16)
-                self.arrays[f"t{k}.features"][view, indices] = bits.cpu().numpy()
-                features = rounded.float()
-            stored.append(ModelOutputs(out.logits.float(), out.embedding.float(), features))
+            packed = self.layout.pack(k, out)
+            for name, array in packed.items():
+                self.arrays[name][view, indices] = array
+            device = out.logits.device
+            tensors = {name: torch.from_numpy(a).to(device) for name, a in packed.items()}
+            stored.append(self.layout.unpack(k, tensors))  # what a lookup will read
         if crops is not None and "crops" in self.arrays:
             self.arrays["crops"][view, indices] = crops
         self.arrays["seeds"][view, indices] = seeds  # last: marks the entries complete

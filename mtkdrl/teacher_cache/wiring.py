@@ -5,6 +5,7 @@ The identity is everything the cached outputs depend on, so any change gives a n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,9 +17,11 @@ import torchvision
 from ..data import DataBundle
 from ..errors import MtkdrlError
 from ..pool import ModelOutputs, TeacherPool, data_config_of
-from ..recipe import Recipe
+from ..recipe import Recipe, TeacherCacheConfig
+from .layout import CacheLayout
+from .logit_codecs import choose_codec
 from .sources import CachedTeachers, LiveTeachers
-from .storage import CacheLayout, TeacherCache, cache_key, format_bytes
+from .storage import TeacherCache, cache_key, format_bytes
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -32,10 +35,12 @@ def open_for_run(
     feature_stage: int | None,
     accelerator: Accelerator,
     student_cfg: dict,
+    embedding_width: Callable[[int], int],
 ) -> CachedTeachers | LiveTeachers:
     """The run's teacher source: the cache as `recipe.teacher_cache` asks, or the live teachers.
 
     `auto` turns it on wherever replay is exact; `on` makes an inexact setting an error.
+    `embedding_width(d)` is the width of a d-wide teacher embedding the method reads (0: none).
     """
     cfg = recipe.teacher_cache
     if cfg.mode == "off" or len(teachers) == 0:
@@ -49,17 +54,8 @@ def open_for_run(
         accelerator.print(f"teacher cache off: {data.replay_refusal}")
         return LiveTeachers(teachers)
     transform = data.train_set.transform
-    layout = CacheLayout(
-        num_samples=data.train_size,
-        views=cfg.views,
-        num_classes=[int(out.logits.shape[1]) for out in probe],
-        embedding_dims=[int(out.embedding.shape[1]) for out in probe],
-        feature_shapes=[list(out.features.shape[1:]) for out in probe]
-        if feature_stage is not None
-        else None,
-        feature_dtype=cfg.feature_dtype,
-        has_crops=hasattr(transform, "sample"),
-    )
+    has_crops = hasattr(transform, "sample")
+    layout = layout_for(cfg, data.train_size, probe, feature_stage, embedding_width, has_crops)
     identity = _identity(recipe, data, teachers, feature_stage, student_cfg, accelerator)
     identity["layout"] = asdict(layout)
     key = cache_key(identity)
@@ -69,8 +65,11 @@ def open_for_run(
         state = "reusing" if (folder / "meta.json").is_file() else "new"
         accelerator.print(
             f"teacher cache ({state}): {format_bytes(layout.nbytes())} for {len(teachers)} "
-            f"teachers x {layout.views} views x {layout.num_samples} samples at {folder}"
+            f"teachers x {layout.views} views x {layout.num_samples} samples at {folder}; "
+            f"{format_bytes(layout.entry_bytes())} per sample and view"
         )
+        for k, size in enumerate(layout.teacher_entry_bytes()):
+            accelerator.print(f"  teachers.{k}: {format_bytes(size)} ({layout.describe(k)})")
         TeacherCache.create_or_check(root, key, layout, identity)
     accelerator.wait_for_everyone()
     cache = TeacherCache.open(folder, layout, exclusive=accelerator.is_main_process)
@@ -80,6 +79,36 @@ def open_for_run(
         f"replays view e mod {layout.views}"
     )
     return CachedTeachers(teachers, cache, recipe.seed, transform)
+
+
+def layout_for(
+    cfg: TeacherCacheConfig,
+    num_samples: int,
+    probe: list[ModelOutputs],
+    feature_stage: int | None,
+    embedding_width: Callable[[int], int],
+    has_crops: bool = False,
+) -> CacheLayout:
+    """What each entry holds for teachers whose outputs look like `probe`: the logits as
+    `cfg.logits` says (`auto`: float32 up to 100 classes, uint8 above), the embeddings the
+    method reads (all of them with `cfg.store=all`), the maps when the objective has a feature
+    term."""
+    classes = [int(out.logits.shape[1]) for out in probe]
+    dims = [int(out.embedding.shape[1]) for out in probe]
+    return CacheLayout(
+        num_samples=num_samples,
+        views=cfg.views,
+        num_classes=classes,
+        logit_codec=choose_codec(cfg.logits, max(classes), cfg.logit_topk),
+        logit_topk=cfg.logit_topk,
+        embedding_dims=dims if cfg.store == "all" else [embedding_width(d) for d in dims],
+        embedding_dtype=cfg.embedding_dtype,
+        feature_shapes=[list(out.features.shape[1:]) for out in probe]
+        if feature_stage is not None
+        else None,
+        feature_dtype=cfg.feature_dtype,
+        has_crops=has_crops,
+    )
 
 
 def _identity(
@@ -128,7 +157,6 @@ def _identity(
         },
         "seed": recipe.seed,
         "views": recipe.teacher_cache.views,
-        "feature_dtype": recipe.teacher_cache.feature_dtype,
         "feature_stage": feature_stage,
         "precision": accelerator.mixed_precision,
         "device": accelerator.device.type,

@@ -141,6 +141,23 @@ def test_decoded_cache_matches_decoding_each_time(tiny_cifar):
         torch.testing.assert_close(plain[index][0], cached[index][0])
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batched_cifar_views_equal_the_per_image_ones(tiny_cifar, workers):
+    """Decoded CIFAR images are augmented a batch at a time (one tensor gather): the very numbers
+    of the per-image path, for every batch of two epochs, in the loader's process or workers."""
+    cfg = parquet_cfg(tiny_cifar, train_transform="cifar", batch_size=16, cache_decoded=True)
+    cfg.num_workers = workers
+    bundle = build_data(cfg, CIFAR_CFG, seed=5)
+    for epoch in (0, 1):
+        bundle.set_epoch(epoch)
+        for images, labels, indices in bundle.train_loader:
+            per_image = [bundle.train_set[int(i)] for i in indices]
+            assert torch.equal(images, torch.stack([sample[0] for sample in per_image]))
+            assert labels.tolist() == [sample[1] for sample in per_image]
+    if workers == 0:  # the batched path ran here (in workers it runs in their copies)
+        assert bundle.train_set._stacked is not None
+
+
 def test_subsets_and_their_bounds(tiny_cifar):
     cfg = parquet_cfg(tiny_cifar, train_subset=40, eval_subset=10, batch_size=16)
     bundle = build_data(cfg, CIFAR_CFG, seed=0)

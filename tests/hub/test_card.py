@@ -102,6 +102,7 @@ def test_card_body_has_results_lineage_recipe_usage_and_plot(cifar_run, cifar_ex
     assert f'timm.create_model("hf-hub:{CIFAR_REPO}", pretrained=True)' in usage
     assert f"mtkdrl {mtkdrl.__version__}" in body
     assert "Hardware (recorded by the run): CPU:" in body and "logical CPUs" in body
+    assert "precision `fp32` (set by train.mixed_precision=no)" in body
     assert "![teacher weights learned during distillation](teacher_weights.png)" in body
     plot = cifar_export / "teacher_weights.png"
     assert plot.read_bytes() == (cifar_run / "teacher_weights.png").read_bytes()

@@ -162,6 +162,25 @@ def test_state_layout_matches_the_state_section():
     torch.testing.assert_close(state.vector, expected_state(batch), atol=1e-6, rtol=0)
 
 
+def test_state_embedding_dims_average_channel_groups_before_or_after_a_cache():
+    """Each embedding enters the state as `state_embedding_dims` channel-group means, whether the
+    method gets it whole (live teachers) or already averaged (a compact cache stores that)."""
+    strategy, batch = method(state_embedding_dims=2), make_batch()
+    assert [strategy.teacher_embedding_width(d) for d in (6, 4, 1)] == [2, 2, 1]
+    state = strategy.agent_state(batch, teacher_terms(strategy, batch, 1))
+    assert state.vector.shape == (B, sum(2 + C + 3 for _ in DIMS))
+    first = state.vector[:, 3:5]  # teacher 0: cos, kl, ce, then its embedding
+    whole = batch.teachers[0].embedding
+    torch.testing.assert_close(first, torch.stack([whole[:, :3].mean(1), whole[:, 3:].mean(1)], 1))
+    averaged = copy.deepcopy(batch)
+    for teacher, width in zip(averaged.teachers, (2, 2, 2), strict=True):
+        teacher.embedding = torch.nn.functional.adaptive_avg_pool1d(
+            teacher.embedding.unsqueeze(1), width
+        ).squeeze(1)
+    again = strategy.agent_state(averaged, teacher_terms(strategy, averaged, 1))
+    assert torch.equal(again.vector, state.vector)
+
+
 def test_paper_pool_dimensions_and_parameter_count():
     """The CIFAR-100 pool gives a 1692-wide state and 217,608 agent parameters (+6 dynamic)."""
     for dynamic, expected in ((False, 217_608), (True, 217_614)):
@@ -677,9 +696,9 @@ def test_similarity_uses_the_embedding_where_it_is_the_pooled_map_else_the_poole
     wider = ModelOutputs(torch.randn(3, C), torch.randn(3, 9, generator=generator), maps)
     pooled = adapted.mean(dim=(2, 3))
     expected = F.cosine_similarity(pooled, same_width.embedding, dim=1)
-    torch.testing.assert_close(teacher_similarity(adapted, same_width), expected)
+    torch.testing.assert_close(teacher_similarity(adapted, same_width, True), expected)
     expected = F.cosine_similarity(pooled, maps.mean(dim=(2, 3)), dim=1)
-    torch.testing.assert_close(teacher_similarity(adapted, wider), expected)
+    torch.testing.assert_close(teacher_similarity(adapted, wider, True), expected)
 
 
 def test_teachers_whose_embedding_is_not_the_pooled_map_run(tmp_path, tiny_run):
