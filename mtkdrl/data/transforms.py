@@ -91,7 +91,8 @@ class CifarTrainTransform:
         xs = lefts[:, None] + torch.where(flips[:, None], span.flip(0), span)
         crops = padded[rows.to(device)[:, None, None], ys[:, :, None], xs[:, None, :]]
         images = crops.permute(0, 3, 1, 2).float().div_(255)
-        return (images - self.mean.to(device)) / self.std.to(device)
+        normalised = (images - self.mean.to(device)) / self.std.to(device)
+        return normalised.contiguous()  # NCHW as the stacked per-image batches: the same kernels
 
 
 class SeededTimmTransform:

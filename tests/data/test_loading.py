@@ -152,7 +152,8 @@ def test_batched_cifar_views_equal_the_per_image_ones(tiny_cifar, workers):
         bundle.set_epoch(epoch)
         for images, labels, indices in bundle.train_loader:
             per_image = [bundle.train_set[int(i)] for i in indices]
-            assert torch.equal(images, torch.stack([sample[0] for sample in per_image]))
+            stacked = torch.stack([sample[0] for sample in per_image])
+            assert torch.equal(images, stacked) and images.stride() == stacked.stride()
             assert labels.tolist() == [sample[1] for sample in per_image]
     if workers == 0:  # the batched path ran here (in workers it runs in their copies)
         assert bundle.train_set._stacked is not None
