@@ -1,19 +1,20 @@
-"""What MTKD-RL's agent learns on `shared4+swapped`: the weight it gives the swapped teacher.
+"""What MTKD-RL's agent learns on a pool with a confidently wrong teacher: the weight it gives it.
 
-The swapped teacher (`cifar10_resnet56_swapped`) is confidently wrong on airplane, automobile,
-ship and truck and right elsewhere. From the comparison's runs (bench/compare.py, which logs the
+The wrong teacher (the last of `shared4+swapped` or `shared4+wrong44`) is confidently wrong on
+four classes and right elsewhere. From the comparison's runs (bench/compare.py, which logs the
 weights per class), this prints and plots per epoch, averaged over seeds, the logit weight each
 MTKD-RL row gives that teacher on samples of those four classes and of the other six, and the
 same for each source before mixing (agent head, confidence term, gap term) with its share of the
 mix, so what each source contributes is share × source. `avg` gives every teacher 1/K.
 
-    python bench/agent_weights.py
+    python bench/agent_weights.py --pool shared4+swapped --methods mtkdrl --feature none
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -23,19 +24,15 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare
 
+from mtkdrl.compare.command import run_dir
 from mtkdrl.outputs import read_epochs
 
-POOL = "shared4+swapped"
-SWAPPED_CLASSES = (0, 1, 8, 9)  # airplane <-> ship, automobile <-> truck (shared data README)
+WRONG_CLASSES = {
+    "shared4+swapped": (0, 1, 8, 9),  # airplane <-> ship, automobile <-> truck (shared README)
+    "shared4+wrong44": tuple(sorted(c for pair in compare.WRONG44_SWAPS for c in pair)),
+}
 SOURCES = ("agent", "confidence", "gap")
 DEFAULT_MIX = [1.0, 1.0, 1.0]
-
-
-def swapped_index() -> int:
-    """Position of the swapped teacher in the pool."""
-    return next(
-        i for i, t in enumerate(compare.POOLS[POOL]) if "_swapped" in str(t.get("checkpoint"))
-    )
 
 
 def mix_shares(run_dir: Path, epoch: dict) -> list[float]:
@@ -47,22 +44,25 @@ def mix_shares(run_dir: Path, epoch: dict) -> list[float]:
     return [m / sum(mix) for m in mix]
 
 
-def split(by_class: list[list[float | None]], teacher: int) -> tuple[float, float]:
-    """Mean weight of `teacher` over the swapped classes and over the others (class-balanced)."""
-    wrong = [by_class[c][teacher] for c in SWAPPED_CLASSES]
-    right = [row[teacher] for c, row in enumerate(by_class) if c not in SWAPPED_CLASSES]
+def split(
+    by_class: list[list[float | None]], teacher: int, classes: tuple[int, ...]
+) -> tuple[float, float]:
+    """Mean weight of `teacher` over the classes it is wrong on and the others (class-balanced)."""
+    wrong = [by_class[c][teacher] for c in classes]
+    right = [row[teacher] for c, row in enumerate(by_class) if c not in classes]
     return statistics.mean(wrong), statistics.mean(right)
 
 
-def run_curves(run_dir: Path, teacher: int) -> list[dict]:
+def run_curves(run_dir: Path, teacher: int, classes: tuple[int, ...]) -> list[dict]:
     """Per epoch: the applied weight and each source on wrong/right classes, and the shares."""
     curves = []
     for epoch in read_epochs(run_dir):
         if "w_logit_by_class" not in epoch:
             raise SystemExit(f"{run_dir} has no per-class weights: rerun it with bench/compare.py")
-        row = {"epoch": epoch["epoch"], "applied": split(epoch["w_logit_by_class"], teacher)}
+        applied = split(epoch["w_logit_by_class"], teacher, classes)
+        row = {"epoch": epoch["epoch"], "applied": applied}
         for source in SOURCES:
-            row[source] = split(epoch[f"w_logit_{source}_by_class"], teacher)
+            row[source] = split(epoch[f"w_logit_{source}_by_class"], teacher, classes)
         row["shares"] = mix_shares(run_dir, epoch)
         curves.append(row)
     return curves
@@ -80,9 +80,11 @@ def mean_curves(per_seed: list[list[dict]]) -> list[dict]:
     return merged
 
 
-def table(curves: dict[str, list[dict]], num_teachers: int, warmup: int) -> str:
+def table(curves: dict[str, list[dict]], pool: str, warmup: int) -> str:
+    num_teachers = len(compare.POOLS[pool])
     lines = [
-        f"Logit weight of the swapped teacher (teacher {swapped_index()}), mean over epochs "
+        f"`{pool}`: logit weight of the wrong teacher (teacher {num_teachers - 1}, wrong on "
+        f"classes {', '.join(map(str, WRONG_CLASSES[pool]))}), mean over epochs "
         f"{warmup}–last and seeds, on its four wrong classes / the other six; `avg` gives "
         f"{1 / num_teachers:.2f} everywhere. A source's contribution is its share × its weight.",
         "",
@@ -122,7 +124,7 @@ def plot(curves: dict[str, list[dict]], num_teachers: int, path: Path) -> None:
                 epochs, [r[key][1] for r in rows], color=colour, ls="--", label=f"{key}, right"
             )
         axis.axhline(1 / num_teachers, color="grey", lw=0.8, ls=":")
-        axis.set(title=method, xlabel="epoch", ylabel="weight of the swapped teacher", ylim=(0, 1))
+        axis.set(title=method, xlabel="epoch", ylabel="weight of the wrong teacher", ylim=(0, 1))
         axis.title.set_fontsize(8)
     axes[0][0].legend(fontsize=6, loc="upper right")
     figure.tight_layout()
@@ -132,25 +134,32 @@ def plot(curves: dict[str, list[dict]], num_teachers: int, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
-    mtkdrl_rows = [m for m in compare.METHODS if m.startswith("mtkdrl (")]
-    parser.add_argument("--methods", nargs="+", default=mtkdrl_rows, choices=mtkdrl_rows)
+    parser.add_argument("--pool", default="shared4+swapped", choices=list(WRONG_CLASSES))
+    parser.add_argument("--methods", nargs="+", default=["mtkdrl"], help="MTKD-RL method rows")
+    parser.add_argument("--feature", default="recipe", help="the feature row of the runs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--warmup", type=int, default=1, help="epochs left out of the means")
-    parser.add_argument("--work", default=str(compare.REPO.parent / "mtkdrl_compare"))
-    parser.add_argument("--out", default=str(compare.REPO / "bench" / "results" / "agent_weights"))
+    parser.add_argument("--work", type=Path, default=compare.REPO.parent / "mtkdrl_compare")
+    parser.add_argument(
+        "--out", type=Path, default=compare.REPO / "docs" / "results" / "agent_weights"
+    )
     args = parser.parse_args()
-    teacher, num_teachers = swapped_index(), len(compare.POOLS[POOL])
+    num_teachers = len(compare.POOLS[args.pool])
+    work = compare.pool_work(args.pool, args.work)
     curves = {}
     for method in args.methods:
-        dirs = [compare.run_dir(POOL, method, seed, args) for seed in args.seeds]
+        dirs = [run_dir(work, method, args.feature, seed) for seed in args.seeds]
         if all((d / "summary.json").is_file() for d in dirs):
-            curves[method] = mean_curves([run_curves(d, teacher) for d in dirs])
+            runs = [run_curves(d, num_teachers - 1, WRONG_CLASSES[args.pool]) for d in dirs]
+            curves[method] = mean_curves(runs)
     if not curves:
-        raise SystemExit(f"no finished {POOL} runs of {args.methods} under {args.work}")
-    out = Path(args.out)
+        raise SystemExit(f"no finished {args.pool} runs of {args.methods} under {work}")
+    out = args.out / compare.slug(args.pool)
     out.mkdir(parents=True, exist_ok=True)
     (out / "agent_weights.json").write_text(json.dumps(curves, indent=2))
-    markdown = table(curves, num_teachers, args.warmup) + "\n\n`python bench/agent_weights.py`\n"
+    command = shlex.join(["python", "bench/agent_weights.py", "--pool", args.pool, "--methods",
+                          *args.methods, "--feature", args.feature])  # fmt: skip
+    markdown = table(curves, args.pool, args.warmup) + f"\n\n`{command}`\n"
     (out / "agent_weights.md").write_text(markdown)
     plot(curves, num_teachers, out / "agent_weights.png")
     print(markdown)

@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare
 
+from mtkdrl.compare.command import run_dir
 from mtkdrl.outputs import read_records
 from mtkdrl.recipe import Recipe
 from mtkdrl.run import build_run
@@ -32,7 +33,7 @@ from mtkdrl.train import train
 
 OFFICIAL = ["method.name=mtkdrl", "method.options={}"]
 VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "avg": ("equal weights 1/K (reference)", compare.METHODS["avg"]),
+    "avg": ("equal weights 1/K (reference)", ["method.name=avg", "method.options={}"]),
     "official": ("warm-up weights 1: KD and feature terms K times avg's", OFFICIAL),
     "official, beta=0": ("no feature term", [*OFFICIAL, "method.beta=0"]),
     "official, beta/K": ("feature term at avg's scale", [*OFFICIAL, "method.beta=1.25"]),
@@ -63,21 +64,21 @@ def student_norms(out: Path) -> dict[str, float]:
     }
 
 
-def run_variant(name: str, seed: int, epochs: int, args: argparse.Namespace) -> dict:
-    """The first `epochs` epochs of one variant at one seed (`args`: the harness's options)."""
-    out = Path(args.work) / "collapse" / compare.slug(name) / f"seed{seed}"
+def run_variant(name: str, seed: int, epochs: int, work: Path) -> dict:
+    """The first `epochs` epochs of one variant at one seed, at the harness's budget."""
+    out = work / "collapse" / compare.slug(name) / f"seed{seed}"
     result_file = out / "collapse.json"
     if result_file.is_file():
         return {**json.loads(result_file.read_text()), **student_norms(out)}
-    pool = compare.resolve_pool(compare.POOLS["shared4"], args)
-    compare.fill_cache("shared4", pool, seed, args)
     overrides = [
-        *compare.pool_overrides("shared4", pool, args),
+        *compare.pool_overrides("shared4", work),
+        f"teacher_cache.dir={compare.pool_work('shared4', work) / 'cache'}",
+        "teacher_cache.store=all",  # the comparison's own cache
         *VARIANTS[name][1],
         f"seed={seed}",
         "train.eval_every=1",
         "train.log_every=1",
-        f"train.stop_after_steps={epochs * (args.subset // args.batch_size) + 1}",
+        f"train.stop_after_steps={epochs * (compare.SUBSET // compare.BATCH_SIZE) + 1}",
         f"output_dir={out}",
     ]
     run = build_run(Recipe.from_yaml(compare.RECIPE, overrides), resume=False, overwrite=True)
@@ -149,15 +150,15 @@ def table(results: list[dict], epochs: int) -> str:
     return "\n".join(lines)
 
 
-def full_run_table(args: argparse.Namespace) -> str:
+def full_run_table(work: Path, seeds: list[int]) -> str:
     """The same norms for the comparison's full 30-epoch `shared4` runs, where they exist."""
     lines = [
         "| comparison row (30 epochs) | conv weight norm, mean (max) | classifier norm | top-1 |",
         "| --- | --- | --- | --- |",
     ]
-    for method in ("avg", "mtkdrl-official", "mtkdrl (uniform warm-up)"):
-        for seed in args.seeds:
-            out = compare.run_dir("shared4", method, seed, args)
+    for method in ("avg", "mtkdrl-official", "mtkdrl:warmup_weight=uniform"):
+        for seed in seeds:
+            out = run_dir(compare.pool_work("shared4", work), method, "recipe", seed)
             if not (out / "summary.json").is_file():
                 continue
             norms = student_norms(out)
@@ -174,13 +175,11 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the schedule to run")
-    parser.add_argument("--work", default=str(compare.REPO.parent / "mtkdrl_compare"))
-    parser.add_argument("--out", default=str(compare.REPO / "bench" / "results" / "collapse"))
+    parser.add_argument("--work", type=Path, default=compare.REPO.parent / "mtkdrl_compare")
+    parser.add_argument("--out", default=str(compare.REPO / "docs" / "results" / "collapse"))
     args = parser.parse_args()
-    # the harness's budget (its defaults): each variant is a comparison run, cut short
-    harness = compare.build_parser().parse_args(["--work", args.work])
     os.environ.update(compare.OFFLINE)
-    results = [run_variant(v, s, args.epochs, harness) for s in args.seeds for v in args.variants]
+    results = [run_variant(v, s, args.epochs, args.work) for s in args.seeds for v in args.variants]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "collapse.json").write_text(json.dumps(results, indent=2))
@@ -189,7 +188,7 @@ def main() -> None:
         "loss terms are epoch-0 means over steps and seeds. `python bench/collapse.py`\n\n"
         + table(results, args.epochs)
         + "\n\n"
-        + full_run_table(harness)
+        + full_run_table(args.work, args.seeds)
         + "\n"
     )
     (out / "collapse.md").write_text(markdown)

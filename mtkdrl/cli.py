@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from .compare import main as compare_main
 from .distill import main as distill_main
 from .evaluate import main as evaluate_main
 from .fill_cache import main as cache_main
@@ -16,6 +17,7 @@ from .plot import main as plot_main
 
 COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "distill": ("distil a student from a recipe", distill_main),
+    "compare": ("which method for your teachers: methods x seeds, with intervals", compare_main),
     "cache": ("fill the teacher-output cache of a recipe, without training", cache_main),
     "evaluate": ("top-1/top-5 of a model on a data set", evaluate_main),
     "plot": ("PNG of a run's learned teacher weights and accuracy", plot_main),
