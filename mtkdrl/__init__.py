@@ -3,7 +3,6 @@
 Importing the package registers its CIFAR architectures (`*_cifar`) in timm's registry.
 """
 
-from . import distill as _distill_command  # noqa: F401  (first: `distill` stays the function)
 from . import models  # noqa: F401  (registers the *_cifar architectures with timm)
 from .errors import MtkdrlError
 from .methods import METHODS, Method, register_method

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from .errors import MtkdrlError, first_line
 
 ALLOWED_SUFFIXES = (".safetensors", ".json")
 CHECKPOINT_DIR = "checkpoints"  # inside the run folder
+CHECKPOINT_NAME = re.compile(r"checkpoint_\d+")  # a checkpoint folder's name, as `latest` holds it
 
 
 @dataclass
@@ -207,12 +209,22 @@ def _read_pair(folder: Path, stem: str) -> Any:
 def refuse_unsafe_files(folder: Path) -> None:
     """Fail, without opening it, on any file of a checkpoint that is not safetensors or JSON."""
     for path in sorted(folder.iterdir()):
+        _refuse_link(path)
         if path.suffix not in ALLOWED_SUFFIXES:
             raise MtkdrlError(
                 f"--resume: checkpoint {folder} holds {path.name}, which is not safetensors or "
                 "JSON; mtkdrl never unpickles a checkpoint (loading a pickle can run code): "
                 "remove the file, or start again with --overwrite"
             )
+
+
+def _refuse_link(path: Path) -> None:
+    """A run folder may come from someone else: nothing in it is read through a symlink."""
+    if path.is_symlink():
+        raise MtkdrlError(
+            f"--resume: {path} is a symlink; a run folder's files must be its own: remove the "
+            "link, or start again with --overwrite"
+        )
 
 
 class Checkpoints:
@@ -229,11 +241,15 @@ class Checkpoints:
         pointer = self.root / "latest"
         if not pointer.is_file():
             return None
-        path = self.root / pointer.read_text().strip()
-        if not path.is_dir():
+        _refuse_link(self.root)
+        _refuse_link(pointer)
+        name = pointer.read_text(errors="replace").strip()
+        path = self.root / name
+        if not CHECKPOINT_NAME.fullmatch(name) or path.is_symlink() or not path.is_dir():
             raise MtkdrlError(
-                f"--resume: {pointer} names {path.name}, which is not in {self.root}; point it at "
-                "a checkpoint folder that is there, or start again with --overwrite"
+                f"--resume: {pointer} names {name[:80]!r}, which is not a checkpoint folder "
+                f"(checkpoint_<n>) in {self.root}; point it at one that is there, or start again "
+                "with --overwrite"
             )
         return path
 

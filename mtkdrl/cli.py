@@ -8,12 +8,18 @@ from collections.abc import Callable
 
 from .compare import main as compare_main
 from .distill import main as distill_main
+from .errors import CommandParser
 from .evaluate import main as evaluate_main
 from .fill_cache import main as cache_main
 from .hub.export import main as export_main
 from .hub.push import main as push_main
 from .hub.zoo import main as zoo_main
 from .plot import main as plot_main
+from .train import distill
+
+# importing the `mtkdrl.distill` module (above) set the package's `distill` to it; the package's
+# `distill` is the function (the module is what `python -m mtkdrl.distill` runs)
+sys.modules[__package__].distill = distill
 
 COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "distill": ("distil a student from a recipe", distill_main),
@@ -27,17 +33,38 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
 }
 
 
+EXAMPLES = """examples:
+  mtkdrl distill recipes/quickstart.yaml train.epochs=5    distil, overriding a recipe key
+  mtkdrl compare my_recipe.yaml --methods avg mtkdrl --seeds 0 1 2 --work runs/compare
+  mtkdrl export runs/quickstart --repo-id me/mtkdrl-resnet20 --out exports/resnet20
+
+`mtkdrl COMMAND --help` for a command's arguments."""
+
+
+def build_parser() -> CommandParser:
+    commands = "\n".join(f"  {name:10s} {text}" for name, (text, _) in COMMANDS.items())
+    parser = CommandParser(
+        prog="mtkdrl",
+        usage="mtkdrl COMMAND [ARGS ...]",
+        description="Multi-teacher knowledge distillation for timm models.",
+        epilog=f"commands:\n{commands}\n\n{EXAMPLES}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", choices=list(COMMANDS), metavar="COMMAND", help="what to do")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="mtkdrl", description=__doc__)
-    parser.add_argument("command", choices=sorted(COMMANDS), help="what to do")
+    parser = build_parser()
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
-        for name, (text, _) in sorted(COMMANDS.items()):
-            print(f"  {name:10s} {text}")
         return 0 if argv else 2
     args = parser.parse_args(argv[:1])
-    return COMMANDS[args.command][1](argv[1:])
+    try:
+        return COMMANDS[args.command][1](argv[1:])
+    except SystemExit as stop:  # the command's parser refused its arguments, or printed --help
+        return stop.code if isinstance(stop.code, int) else 2
 
 
 if __name__ == "__main__":

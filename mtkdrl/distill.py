@@ -10,12 +10,12 @@ import argparse
 import signal
 import sys
 
-from .errors import exit_code
+from .errors import CommandParser, exit_code
 from .train import distill
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="mtkdrl distill", description="Distil a student from one or more teachers."
     )
     parser.add_argument("recipe", help="recipe YAML file (see recipes/)")

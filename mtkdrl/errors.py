@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import errno
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 
 class MtkdrlError(Exception):
@@ -33,4 +36,22 @@ def exit_code(job: Callable[[], object]) -> int:
     except MtkdrlError as err:
         print(f"mtkdrl: error: {user_message(err)}", file=sys.stderr)
         return 2
+    except OSError as err:
+        if err.errno not in (errno.EMFILE, errno.ENFILE):
+            raise
+        print(
+            f"mtkdrl: error: too many open files ({first_line(err)}): raise the limit "
+            "(`ulimit -n 4096`) or lower data.num_workers",
+            file=sys.stderr,
+        )
+        return 2
     return 0
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An argument parser whose refusals are one `mtkdrl: error:` line, as every other error
+    of the commands is (argparse's own print the usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"mtkdrl: error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)

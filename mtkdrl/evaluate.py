@@ -11,7 +11,7 @@ import torch
 
 from . import models  # noqa: F401  (registers the *_cifar architectures)
 from .data import build_eval_loader, load_splits
-from .errors import exit_code
+from .errors import CommandParser, exit_code
 from .metrics import evaluate_classifier
 from .pool import check_class_count, create_model, data_config_of
 from .recipe import DataConfig, ModelSpec
@@ -46,7 +46,7 @@ def evaluate_model(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mtkdrl evaluate", description=__doc__)
+    parser = CommandParser(prog="mtkdrl evaluate", description=__doc__)
     parser.add_argument("--model", required=True, help="timm name, *_cifar name or hf-hub:org/name")
     parser.add_argument("--checkpoint", help="weights file (safetensors) to load into the model")
     parser.add_argument(
@@ -70,18 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    spec = ModelSpec(name=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
-    data = data_config_from_arg(
-        args.data,
-        args.split,
-        image_column=args.image_column,
-        label_column=args.label_column,
-        eval_subset=args.limit,
-        eval_batch_size=args.batch_size,
-        num_workers=args.num_workers,
-    )
 
     def job() -> None:
+        spec = ModelSpec(name=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
+        data = data_config_from_arg(
+            args.data,
+            args.split,
+            image_column=args.image_column,
+            label_column=args.label_column,
+            eval_subset=args.limit,
+            eval_batch_size=args.batch_size,
+            num_workers=args.num_workers,
+        )
         result = evaluate_model(spec, data, args.precision)
         print(
             f"{result['model']}: top-1 {result['top1']:.2f}  top-5 {result['top5']:.2f}  "

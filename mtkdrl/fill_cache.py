@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .errors import MtkdrlError, exit_code
+from .errors import CommandParser, MtkdrlError, exit_code
 from .recipe import Recipe
 from .run import Run, build_run
 from .teacher_cache import CachedTeachers, TeacherCache
@@ -91,9 +91,7 @@ def _stored(cache: TeacherCache) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mtkdrl cache", description=__doc__.split("\n\n", maxsplit=1)[0]
-    )
+    parser = CommandParser(prog="mtkdrl cache", description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("recipe", help="recipe YAML file (see recipes/)")
     parser.add_argument("overrides", nargs="*", help="recipe overrides, e.g. seed=1")
     return parser

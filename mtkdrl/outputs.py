@@ -7,6 +7,8 @@ list everything mtkdrl writes into a run folder, so that a fresh run removes exa
 
 from __future__ import annotations
 
+import datetime
+import errno
 import json
 import os
 import shutil
@@ -27,9 +29,11 @@ from .checkpoint import (
 from .errors import MtkdrlError
 
 PLOT_FILE = "teacher_weights.png"  # `mtkdrl plot`'s default output, which exports publish
+HISTORY_FILE = "history.jsonl"  # each resume of the run, and the recipe changes it made
 RUN_FILES = (
     "recipe.yaml",
     "metrics.jsonl",
+    HISTORY_FILE,
     "summary.json",
     "teachers.json",
     "student_last.safetensors",
@@ -44,11 +48,26 @@ TRACKER_LOGS: dict[str, Callable[[Path], Path]] = {
 }
 
 
+def run_file(run_dir: str | Path, name: str) -> Path | None:
+    """A file of a run folder to read (None when absent), never through a symlink: a run folder
+    may come from someone else, and nothing outside it may be read, copied or published."""
+    path = Path(run_dir) / name
+    if path.is_symlink():
+        raise MtkdrlError(
+            f"RUN_DIR: {path} is a symlink; a run folder's files must be its own: remove the link"
+        )
+    if not path.exists():
+        return None
+    if not path.is_file():
+        raise MtkdrlError(f"RUN_DIR: {path} is not a regular file")
+    return path
+
+
 def read_records(run_dir: str | Path) -> list[dict]:
     """Every record of a run's `metrics.jsonl`, in order; a last line without its newline (a
     write that a kill cut short) is not a record."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
+    path = run_file(run_dir, "metrics.jsonl")
+    if path is None:
         raise MtkdrlError(f"RUN_DIR: {run_dir} has no metrics.jsonl (is it a run's output_dir?)")
     text = path.read_text(errors="replace")
     complete = text[: text.rfind("\n") + 1]
@@ -97,8 +116,26 @@ class RunOutputs:
     def append(self, record: dict) -> None:
         """One JSON line of `metrics.jsonl`."""
         if self.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a") as handle:
-                handle.write(json.dumps(record, default=_jsonable) + "\n")
+            self._append_line("metrics.jsonl", json.dumps(record, default=_jsonable))
+
+    def record_resume(self, recipe_yaml: str, step: int, changes: list[str]) -> None:
+        """A resume in `history.jsonl` with the recipe changes it made (`key: old -> new`);
+        `recipe.yaml` becomes the recipe now run, so the summary and card describe it."""
+        if not self.is_main:
+            return
+        if changes:
+            write_atomic(self.run_dir / "recipe.yaml", recipe_yaml.encode())
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        entry = {"event": "resume", "step": step, "time": now, "changes": changes}
+        self._append_line(HISTORY_FILE, json.dumps(entry), durable=True)
+
+    def _append_line(self, name: str, line: str, durable: bool = False) -> None:
+        descriptor = _open_own(self.run_dir / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        with os.fdopen(descriptor, "a") as handle:
+            handle.write(line + "\n")
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
 
     def log_length(self) -> int:
         """The metrics log's size in bytes, made durable (0 on other ranks): a checkpoint records
@@ -114,7 +151,11 @@ class RunOutputs:
         resumed run writes again, and any line a kill left half-written."""
         path = self.run_dir / "metrics.jsonl"
         if self.is_main and path.is_file() and path.stat().st_size > length:
-            os.truncate(path, length)
+            descriptor = _open_own(path, os.O_WRONLY)
+            try:
+                os.ftruncate(descriptor, length)
+            finally:
+                os.close(descriptor)
 
     def teachers(self) -> list[dict] | None:
         """The teachers' accuracies measured earlier in this run, if any."""
@@ -137,6 +178,19 @@ class RunOutputs:
     def write_summary(self, summary: dict) -> None:
         if self.is_main:
             write_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2).encode())
+
+
+def _open_own(path: Path, flags: int) -> int:
+    """Open a file of the run folder for writing, never through a symlink (a run folder may come
+    from someone else: its files must not reach outside it)."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, 0o644)
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise MtkdrlError(
+            f"{path} is a symlink; a run folder's files must be its own: remove the link"
+        ) from None
 
 
 def former_outputs(run_dir: Path) -> list[Path]:

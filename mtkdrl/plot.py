@@ -3,22 +3,21 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import yaml
 
-from .errors import MtkdrlError, exit_code
-from .outputs import PLOT_FILE, read_epochs
+from .errors import CommandParser, MtkdrlError, exit_code
+from .outputs import PLOT_FILE, read_epochs, run_file
 
 WEIGHT_KINDS = (("logit", "logit-loss weight"), ("feature", "feature-loss weight"))
 
 
 def teacher_names(run_dir: Path) -> list[str]:
     """The teachers' names, in the order of the recipe the run saved beside its outputs."""
-    path = run_dir / "recipe.yaml"
-    recipe = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    path = run_file(run_dir, "recipe.yaml")
+    recipe = yaml.safe_load(path.read_text()) if path else {}
     return [t.get("name", f"teacher {i}") for i, t in enumerate(recipe.get("teachers") or [])]
 
 
@@ -74,8 +73,8 @@ def draw_accuracy(axis, epochs: list[dict]) -> None:
 
 def temperature_range(run_dir: Path) -> float:
     """The upper end of the histogram's T axis: the recipe's `t_max` for `rl` (10 by default)."""
-    path = run_dir / "recipe.yaml"
-    recipe = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    path = run_file(run_dir, "recipe.yaml")
+    recipe = yaml.safe_load(path.read_text()) if path else {}
     spec = (recipe.get("method") or {}).get("temperature")
     return float(spec.get("t_max", 10.0)) if isinstance(spec, dict) else 10.0
 
@@ -91,6 +90,8 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     except ImportError:
         raise MtkdrlError("mtkdrl plot needs matplotlib: pip install 'mtkdrl[plot]'") from None
     run_dir = Path(run_dir)
+    if out is None:
+        run_file(run_dir, PLOT_FILE)  # one line, not a write through a link planted there
     epochs = read_epochs(run_dir)
     names = teacher_names(run_dir)
     panels = [
@@ -116,7 +117,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mtkdrl plot", description=__doc__)
+    parser = CommandParser(prog="mtkdrl plot", description=__doc__)
     parser.add_argument("run_dir", help="a run's output_dir")
     parser.add_argument("--out", help=f"PNG path (default RUN_DIR/{PLOT_FILE})")
     args = parser.parse_args(argv)

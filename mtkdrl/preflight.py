@@ -1,8 +1,9 @@
 """Checks made before any compute: the command's flags agree, the output folder can be written,
-and its disk has room for what the run will write there."""
+its disk has room for what the run will write there, and the process may open enough files."""
 
 from __future__ import annotations
 
+import resource
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,6 +22,24 @@ def check_flags(resume: bool, overwrite: bool) -> None:
             "--resume and --overwrite contradict each other: --resume continues the run in "
             "output_dir, --overwrite starts it again; pass one"
         )
+
+
+def ensure_file_handles(num_workers: int) -> None:
+    """Raise this process's open-file limit towards what a run with `num_workers` loader
+    processes needs (their queues, the cache's files, checkpoints); one line if the hard limit
+    is below it, instead of a failure deep in a loader worker."""
+    need = 64 + 16 * num_workers
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    if hard != resource.RLIM_INFINITY and hard < need:
+        raise MtkdrlError(
+            f"this process may open only {hard} files and a run with data.num_workers="
+            f"{num_workers} needs about {need}: raise the limit (`ulimit -n 4096`) or lower "
+            "data.num_workers"
+        )
+    wanted = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(wanted, need), hard))
 
 
 def check_output_dir(output_dir: str | Path) -> None:

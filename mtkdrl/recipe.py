@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -90,6 +92,13 @@ class MethodConfig:
     logit_loss: str | dict[str, Any] = "kl"
     feature: str | dict[str, Any] | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("alpha", "beta"):
+            if getattr(self, name) < 0:
+                raise MtkdrlError(
+                    f"method.{name} weighs a loss term and must be >= 0, got {getattr(self, name)}"
+                )
+
 
 @dataclass
 class OptimConfig:
@@ -114,6 +123,10 @@ class OptimConfig:
             raise MtkdrlError(f"optim.momentum must lie in [0, 1), got {self.momentum}")
         if self.gamma <= 0:
             raise MtkdrlError(f"optim.gamma must be > 0, got {self.gamma}")
+        if any(m < 0 for m in self.milestones) or self.milestones != sorted(set(self.milestones)):
+            raise MtkdrlError(
+                f"optim.milestones must be increasing epochs >= 0, got {shown(self.milestones)}"
+            )
 
 
 @dataclass
@@ -139,6 +152,10 @@ class TrainConfig:
         for name in ("epochs", "grad_accum_steps", "log_every", "eval_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise MtkdrlError(f"train.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_steps_per_epoch", "checkpoint_every", "stop_after_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise MtkdrlError(f"train.{name} must be at least 1 or null, got {value}")
 
 
 @dataclass
@@ -182,21 +199,19 @@ class Recipe:
     output_dir: str = "runs/default"
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.seed < 2**32:
+            raise MtkdrlError(f"seed must lie in [0, 2**32), got {shown(self.seed)}")
+        if not self.output_dir.strip() or "\x00" in self.output_dir:
+            raise MtkdrlError(
+                f"output_dir must name a folder, got {shown(self.output_dir)}; e.g. runs/my_run"
+            )
+
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
         """Read a recipe file, apply `a.b=value` overrides, and validate the result."""
         path = Path(path)
-        if not path.is_file():
-            raise MtkdrlError(f"recipe file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-            problem = getattr(err, "problem", None) or first_line(err)
-            raise MtkdrlError(f"recipe {path} is not valid YAML{where}: {problem}") from None
-        if not isinstance(raw, dict):
-            raise MtkdrlError(f"recipe {path} must be a mapping of keys, not {type(raw).__name__}")
+        raw = read_recipe_file(path)
         for item in overrides:
             apply_override(raw, item)
         recipe = cls.from_dict(raw)
@@ -287,6 +302,20 @@ def _collect_differences(ours: Any, theirs: Any, path: str, found: list[str]) ->
         found.append(f"{path}={text}")
 
 
+def differences(old: Any, new: Any, path: str = "") -> list[str]:
+    """`key: old -> new` for each leaf where two recipes' data (or any nested values) differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        found = []
+        for key in sorted(old.keys() | new.keys(), key=str):
+            where = f"{path}.{key}" if path else str(key)
+            found += differences(old.get(key), new.get(key), where)
+        return found
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        where = [f"{path}.{index}" if path else str(index) for index in range(len(old))]
+        return [d for o, n, w in zip(old, new, where, strict=True) for d in differences(o, n, w)]
+    return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
+
+
 def _list_index(key: str, items: list[Any], where: str) -> int:
     if not key.isdigit() or int(key) >= len(items):
         raise MtkdrlError(
@@ -295,10 +324,95 @@ def _list_index(key: str, items: list[Any], where: str) -> int:
     return int(key)
 
 
+MAX_RECIPE_VALUES = 100_000  # far above any real recipe; a YAML alias bomb expands beyond it
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last one
+    silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                mark = key_node.start_mark
+                raise MtkdrlError(
+                    f"recipe {self.name} line {mark.line + 1}: key {str(key)[:80]!r} is given "
+                    "twice; keep one"
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_recipe_file(path: Path) -> dict[str, Any]:
+    """A recipe file's data: UTF-8 YAML, a non-empty mapping without repeated keys, of a size a
+    recipe can have."""
+    if not path.is_file():
+        raise MtkdrlError(f"recipe file not found: {path}")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise MtkdrlError(
+            f"recipe {path} is not UTF-8 text (byte {err.start}); save it as UTF-8"
+        ) from None
+    loader = _StrictLoader(text)
+    loader.name = str(path)
+    try:
+        raw = loader.get_single_data()
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or first_line(err)
+        raise MtkdrlError(f"recipe {path} is not valid YAML{where}: {problem}") from None
+    finally:
+        loader.dispose()
+    if raw is None:
+        raise MtkdrlError(f"recipe {path} is empty; a recipe names at least a student and its data")
+    if not isinstance(raw, dict):
+        raise MtkdrlError(f"recipe {path} must be a mapping of keys, not {type(raw).__name__}")
+    if _count_values(raw, MAX_RECIPE_VALUES) > MAX_RECIPE_VALUES:
+        raise MtkdrlError(
+            f"recipe {path} expands to more than {MAX_RECIPE_VALUES:,} values (YAML aliases "
+            "repeated within each other?); write the recipe out plainly"
+        )
+    return raw
+
+
+def _count_values(value: Any, limit: int) -> int:
+    """How many values `value` holds, counting shared (aliased) parts each time they appear,
+    stopping once past `limit`."""
+    count, stack = 0, [value]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
+def shown(value: Any) -> str:
+    """A value as an error line shows it: its repr, cut short."""
+    return _SHORT_REPR.repr(value)
+
+
+def _short_repr() -> reprlib.Repr:
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = 80
+    short.maxlist = short.maxdict = 6
+    short.maxlevel = 2
+    return short
+
+
+_SHORT_REPR = _short_repr()
+
+
 def build_dataclass(cls: type, raw: Any, path: str) -> Any:
     """Recursively turn a mapping into dataclass `cls`, rejecting unknown keys and wrong types."""
     if not isinstance(raw, dict):
-        raise MtkdrlError(f"{path or 'recipe'} must be a mapping, got {raw!r}")
+        raise MtkdrlError(f"{path or 'recipe'} must be a mapping, got {shown(raw)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:
@@ -336,28 +450,35 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
             value = words[0] if words else value
         if value not in args:
             choices = ", ".join(repr(a) for a in args)
-            raise MtkdrlError(f"recipe key {path!r} must be one of {choices}, got {value!r}")
+            raise MtkdrlError(f"recipe key {path!r} must be one of {choices}, got {shown(value)}")
         return value
     if origin is list:
         if not isinstance(value, list):
-            raise MtkdrlError(f"recipe key {path!r} must be a list, got {value!r}")
+            raise MtkdrlError(f"recipe key {path!r} must be a list, got {shown(value)}")
         return [_coerce(v, args[0], f"{path}.{i}") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise MtkdrlError(f"recipe key {path!r} must be a mapping, got {value!r}")
+            raise MtkdrlError(f"recipe key {path!r} must be a mapping, got {shown(value)}")
         return {k: _coerce(v, args[1], f"{path}.{k}") for k, v in value.items()}
     if hint is Any:
         return value
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return _finite(float(value), path)
     if hint is float and isinstance(value, str) and _is_float(value):
-        return float(value)  # YAML 1.1 reads `5e-4` (no dot) as a string
+        return _finite(float(value), path)  # YAML 1.1 reads `5e-4` (no dot) as a string
     if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
     raise MtkdrlError(
         f"recipe key {path!r} must be of type {hint.__name__}, "
-        f"got {value!r} ({type(value).__name__})"
+        f"got {shown(value)} ({type(value).__name__})"
     )
+
+
+def _finite(value: float, path: str) -> float:
+    """A number the run can compute with: NaN and infinity are refused before any compute."""
+    if not math.isfinite(value):
+        raise MtkdrlError(f"recipe key {path!r} must be a finite number, got {value}")
+    return value
 
 
 YAML_BOOL_WORDS = {True: ("on", "yes", "true"), False: ("no", "off", "false")}

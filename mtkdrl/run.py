@@ -37,6 +37,7 @@ from .pool import (
 )
 from .precision import Precision, choose_precision
 from .recipe import Recipe
+from .run_lock import RunLock
 from .task import DistillationTask
 from .teacher_cache import CachedTeachers, LiveTeachers, open_for_run
 
@@ -62,6 +63,8 @@ class Run:
     checkpoints: Checkpoints
     resume: bool = False
     state: TrainingState = field(default_factory=TrainingState)
+    lock: RunLock | None = None  # held on output_dir for the run's lifetime (none in a dry run)
+    identity: dict = field(default_factory=dict)  # what the run is (`run_identity`), once started
 
     @property
     def student(self) -> nn.Module:
@@ -75,6 +78,13 @@ class Run:
     def unwrapped_student(self) -> nn.Module:
         """The bare timm student, as it is exported."""
         return self.accelerator.unwrap_model(self.task.student).model
+
+    def close(self) -> None:
+        """End the run's hold on its resources: the teacher cache, the trackers, the folder."""
+        self.teacher_source.close()
+        self.accelerator.end_training()
+        if self.lock is not None:
+            self.lock.release()
 
 
 def make_accelerator(recipe: Recipe, dry_run: bool) -> tuple[Accelerator, Precision]:
@@ -131,6 +141,13 @@ def check_run_dir(recipe: Recipe, resume: bool, overwrite: bool) -> None:
     run_dir = Path(recipe.output_dir)
     root = run_dir / CHECKPOINT_DIR
     has_checkpoints = (root / "latest").is_file()
+    if resume:
+        for path in (root, *(run_dir / name for name in RUN_FILES)):
+            if path.is_symlink():  # a run folder from someone else must not reach outside it
+                raise MtkdrlError(
+                    f"--resume: {path} is a symlink; a run folder's files must be its own: "
+                    "remove the link, or start afresh with --overwrite"
+                )
     if resume and not has_checkpoints:
         raise MtkdrlError(f"--resume: no checkpoint in {root}")
     if resume or overwrite:
@@ -159,6 +176,23 @@ def build_run(
     if not dry_run:
         check_run_dir(recipe, resume, overwrite)
     accelerator, precision = make_accelerator(recipe, dry_run)
+    lock = None if dry_run else RunLock.acquire(accelerator, Path(recipe.output_dir))
+    try:
+        return _build_parts_of_run(recipe, accelerator, precision, lock, resume, dry_run)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _build_parts_of_run(
+    recipe: Recipe,
+    accelerator: Accelerator,
+    precision: Precision,
+    lock: RunLock | None,
+    resume: bool,
+    dry_run: bool,
+) -> Run:
     set_seed(recipe.seed)
     device = accelerator.device
     num_classes, splits = _classes_and_splits(recipe, dry_run)
@@ -235,6 +269,7 @@ def build_run(
         outputs=RunOutputs(run_dir, accelerator.is_main_process),
         checkpoints=Checkpoints(accelerator, run_dir),
         resume=resume,
+        lock=lock,
     )
 
 

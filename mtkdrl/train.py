@@ -15,10 +15,13 @@ from tqdm.auto import tqdm
 
 from .errors import MtkdrlError
 from .evaluation import evaluate_student, evaluate_teachers
-from .preflight import check_flags, check_free_space, check_output_dir
+from .finite_guard import FiniteGuard
+from .out_of_memory import is_out_of_memory, out_of_memory_error
+from .preflight import check_flags, check_free_space, check_output_dir, ensure_file_handles
 from .recipe import Recipe
 from .resume import restore_checkpoint, save_checkpoint
 from .run import Run, build_run
+from .run_identity import run_identity
 from .signals import StopSignals
 from .step import BatchProvider, StepResult, train_step
 from .summary import write_summary
@@ -32,17 +35,19 @@ def train(run: Run) -> dict:
     """Train the run's student to `train.epochs` (from its checkpoint when resuming); returns the
     summary written to `summary.json`."""
     cfg, accelerator, state = run.recipe.train, run.accelerator, run.state
-    start_or_resume(run)
-    teacher_results = evaluate_teachers(run)
-    print_plan(run)
-    log, provider, started = StepLog(run), BatchProvider(run.train_loader), time.perf_counter()
-    last_eval = None  # the last epoch's evaluation, for the summary
     try:
+        start_or_resume(run)
+        teacher_results = evaluate_teachers(run)
+        print_plan(run)
+        log, provider, started = StepLog(run), BatchProvider(run.train_loader), time.perf_counter()
+        last_eval = None  # the last epoch's evaluation, for the summary
         with StopSignals(accelerator) as signals:
             while state.epoch < cfg.epochs:
                 epoch, epoch_started = state.epoch, time.perf_counter()
                 for batch in epoch_batches(run, epoch, log):
-                    log.add(train_step(run, batch, provider))
+                    result = _step_or_explain(run, batch, provider)
+                    log.add(result)
+                    log.guard.add(state.global_step + 1, result.loss, result.terms)
                     state.batch_in_epoch += 1
                     if not accelerator.sync_gradients:
                         continue
@@ -50,12 +55,23 @@ def train(run: Run) -> dict:
                     stopped = after_step(run, log, epoch, signals)
                     if stopped is not None:
                         return stopped
+                log.check_weights()  # before the epoch's weights and checkpoint are written
                 last_eval = end_epoch(run, epoch, time.perf_counter() - epoch_started)
         last_eval = last_eval or evaluate_student(run)  # a finished run, resumed
         return write_summary(run, teacher_results, last_eval, time.perf_counter() - started)
     finally:
-        run.teacher_source.close()
-        accelerator.end_training()
+        run.close()
+
+
+def _step_or_explain(run: Run, batch, provider: BatchProvider) -> StepResult:
+    """One training step; running out of memory ends the run with one line saying what to do."""
+    try:
+        return train_step(run, batch, provider)
+    except (RuntimeError, MemoryError) as err:
+        if not is_out_of_memory(err):
+            raise
+        device = run.accelerator.device
+        raise out_of_memory_error(run.recipe, run.state.global_step, device) from None
 
 
 def _every(step: int, interval: int | None) -> bool:
@@ -64,6 +80,7 @@ def _every(step: int, interval: int | None) -> bool:
 
 def start_or_resume(run: Run) -> None:
     """Restore the newest checkpoint, or start the run's folder afresh."""
+    run.identity = run_identity(run)
     if run.resume:
         latest = run.checkpoints.latest()
         restore_checkpoint(run, latest)
@@ -107,11 +124,14 @@ def after_step(run: Run, log: StepLog, epoch: int, signals: StopSignals) -> dict
     SIGINT, which write a checkpoint first) returns what `train` returns, else None."""
     cfg, state, accelerator = run.recipe.train, run.state, run.accelerator
     if _every(state.global_step, cfg.log_every):
+        log.guard.check()
         log.write(epoch)
     if _every(state.global_step, cfg.checkpoint_every):
+        log.check_weights()  # never a checkpoint of a diverged student
         save_checkpoint(run)
     if signals.requested(state.global_step):
         if not _every(state.global_step, cfg.checkpoint_every):
+            log.check_weights()
             save_checkpoint(run)
         name = signals.signal.name
         accelerator.print(
@@ -130,6 +150,7 @@ class StepLog:
 
     def __init__(self, run: Run) -> None:
         self.run = run
+        self.guard = FiniteGuard(run.recipe, run.accelerator)
         self.sums: dict[str, torch.Tensor] = {}
         self.count = 0
         self.postfix: dict[str, str] = {}  # the progress bar's figures, from the last write
@@ -138,6 +159,14 @@ class StepLog:
         for name, value in {"loss": result.loss, **result.terms}.items():
             self.sums[name] = self.sums[name] + value if name in self.sums else value.clone()
         self.count += 1
+
+    def check_weights(self) -> None:
+        """Stop before saving a student whose loss or weights went non-finite."""
+        task = self.run.task
+        modules = [task.student, *([task.adapters] if task.adapters is not None else [])]
+        tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
+        floating = [t for t in tensors if t.is_floating_point()]  # BN statistics too
+        self.guard.check_weights(self.run.state.global_step, floating)
 
     def write(self, epoch: int) -> None:
         run = self.run
@@ -263,10 +292,15 @@ def distill(
     if dry_run:
         return dry_run_steps(build_run(recipe, dry_run=True))
     check_output_dir(recipe.output_dir)
+    ensure_file_handles(recipe.data.num_workers)
     run = build_run(recipe, resume=resume, overwrite=overwrite)
     extra = nn.ModuleList([run.task.loss, *([run.task.adapters] if run.task.adapters else [])])
     keep = recipe.train.keep_checkpoints
-    check_free_space(recipe.output_dir, run.unwrapped_student(), extra, keep)
+    try:
+        check_free_space(recipe.output_dir, run.unwrapped_student(), extra, keep)
+    except MtkdrlError:
+        run.close()
+        raise
     return train(run)
 
 

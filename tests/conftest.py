@@ -127,10 +127,13 @@ def same_state():
 def same_students():
     """Asserts that two runs ended with the same student and the same last checkpoint (optimizer,
     method state and RNG of every process), tensor for tensor; the metrics log's length, which
-    its wall-clock times change, aside."""
+    its wall-clock times change, and where each ran, aside."""
     from safetensors.torch import load_file
 
     from mtkdrl.checkpoint import _read_pair
+    from mtkdrl.recipe import differences
+
+    where_it_ran = ("recipe.output_dir:", "recipe.teacher_cache.dir:", "recipe.train.stop_after")
 
     def check(first: Path, second: Path) -> None:
         a = load_file(str(first / "student_last.safetensors"))
@@ -146,6 +149,8 @@ def same_students():
             a, b = (_read_pair(folder, stem) for folder in folders)
             if stem == "shared":
                 a.pop("log_length"), b.pop("log_length")
+                changed = differences(a.pop("identity"), b.pop("identity"))
+                assert all(item.startswith(where_it_ran) for item in changed), changed
             assert_same_state(a, b, stem)
 
     return check

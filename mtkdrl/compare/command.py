@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import MtkdrlError, exit_code
+from ..errors import CommandParser, MtkdrlError, exit_code
 from ..outputs import read_epochs
 from ..recipe import Recipe, parse_value
 from .record import Record, budget_of, without_paths
@@ -32,7 +32,7 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="mtkdrl compare",
         description="Which method makes the best student from your recipe: every (method, "
         "feature term, seed) trained at the recipe's budget, with 95 % intervals over seeds.",
@@ -207,7 +207,7 @@ class Comparison:
                 "mtkdrl",
                 "compare",
                 self.recipe_path.name,
-                *args.overrides,
+                *map(shown_override, args.overrides),
                 "--methods",
                 *args.methods,
                 *(["--features", *args.features] if args.features else []),

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MtkdrlError
-from ..recipe import LOCATION_KEYS, Recipe
+from ..recipe import LOCATION_KEYS, Recipe, differences
 
 Key = tuple[str, str, int]  # (method row, feature row, seed)
 PER_ROW_KEYS = ("method", "seed", *LOCATION_KEYS)  # what the comparison itself varies
@@ -51,17 +51,6 @@ def content_identity(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return f"{path.name} sha256:{digest.hexdigest()[:16]}"
-
-
-def differences(old: Any, new: Any, path: str = "") -> list[str]:
-    """`key: old -> new` for each leaf that differs."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        found = []
-        for key in sorted(old.keys() | new.keys(), key=str):
-            where = f"{path}.{key}" if path else str(key)
-            found += differences(old.get(key), new.get(key), where)
-        return found
-    return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
 
 
 class Record:

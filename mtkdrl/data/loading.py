@@ -36,6 +36,8 @@ Transform = Callable[[np.ndarray, int], Tensor]
 def to_pixels(image: Any) -> np.ndarray:
     """A decoded or encoded image cell (PIL, `{'bytes': ...}`, array) as HxWx3 uint8: grey-scale,
     palette, CMYK and alpha images converted to RGB as PIL converts them."""
+    if image is None or (isinstance(image, dict) and not (image.get("bytes") or image.get("path"))):
+        raise ValueError("the image cell is empty")
     if isinstance(image, dict):
         image = (
             Image.open(io.BytesIO(image["bytes"]))
@@ -159,6 +161,8 @@ class StreamedImages(IterableDataset):
 
     A position names a different image each epoch, so views cannot be replayed from a cache.
     """
+
+    fingerprint = None  # a stream has no content hash to record
 
     def __init__(
         self, rows: Any, info: SplitInfo, transform: Transform, seed: int, size: int

@@ -14,6 +14,7 @@ from typing import Any
 import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
+from datasets.data_files import EmptyDatasetError
 
 from ..errors import MtkdrlError, first_line
 from ..recipe import DataConfig
@@ -66,7 +67,13 @@ def _imagefolder(cfg: DataConfig, splits: list[str], streaming: bool) -> dict[st
         raise MtkdrlError("data.data_dir must name the image folder when data.name is imagefolder")
     if not Path(cfg.data_dir).is_dir():
         raise MtkdrlError(f"data.data_dir: no such directory: {cfg.data_dir}")
-    return datasets.load_dataset("imagefolder", data_dir=cfg.data_dir, streaming=streaming)
+    try:
+        return datasets.load_dataset("imagefolder", data_dir=cfg.data_dir, streaming=streaming)
+    except EmptyDatasetError:
+        raise MtkdrlError(
+            f"data.data_dir: {cfg.data_dir} holds no image files; an image folder holds "
+            "SPLIT/CLASS/IMAGE files (e.g. train/cat/001.jpg)"
+        ) from None
 
 
 def _hub(cfg: DataConfig, splits: list[str], streaming: bool) -> dict[str, Any]:
@@ -136,6 +143,13 @@ def _label_info(dataset: Any, column: str) -> tuple[int, list[str] | None]:
     feature = dataset.features[column] if dataset.features else None
     if isinstance(feature, datasets.ClassLabel):
         return feature.num_classes, list(feature.names)
+    dtype = getattr(feature, "dtype", None)
+    if feature is not None and not str(dtype).startswith(("int", "uint")):
+        raise MtkdrlError(
+            f"data.label_column: column {column!r} holds {dtype or type(feature).__name__} "
+            "values; labels must be class indices (integers 0..C-1, or a datasets ClassLabel: "
+            "class names can be turned into one with Dataset.class_encode_column)"
+        )
     if getattr(dataset, "num_rows", None) is None:
         raise MtkdrlError(
             f"data.num_classes: the label column {column!r} is not a ClassLabel and a streamed "

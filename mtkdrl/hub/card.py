@@ -20,6 +20,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from ..errors import MtkdrlError, first_line
 from .context import CardContext
 from .lineage import base_model
+from .public import scrub_paths
 from .sections import body_sections, method_text
 
 TEMPLATE = files("mtkdrl.hub") / "templates" / "model_card.md"
@@ -103,4 +104,5 @@ def render_card(ctx: CardContext, template: Path | None = None) -> str:
         raise MtkdrlError(
             f"--template {template}: its front matter is not valid card metadata: {first_line(err)}"
         ) from None
-    return re.sub(r"\n{3,}", "\n\n", str(card)).rstrip() + "\n"
+    text = re.sub(r"\n{3,}", "\n\n", str(card)).rstrip() + "\n"
+    return scrub_paths(text, ctx.run.local_paths())

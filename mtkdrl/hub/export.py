@@ -16,21 +16,23 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from timm.models import save_for_hf
 from torch import nn
 
 from .. import __version__
 from ..checkpoint import fsync_dir, fsync_file
 from ..data import load_splits
-from ..errors import MtkdrlError, exit_code
+from ..errors import CommandParser, MtkdrlError, exit_code, first_line
 from ..pool import create_model, data_config_of, load_checkpoint
 from ..recipe import DataConfig
 from .card import CardContext, render_card
 from .names import check_repo_id
+from .public import scrub_paths
 from .run import FinishedRun, Score, Which, measure, read_reference, read_run
 from .sections import PLOT_NAME
 
+EXPORT_MARKER = ".mtkdrl-export"  # written into each export: --overwrite replaces only those
 # pretrained_cfg keys that describe the weights of an architecture's default tag, not ours
 SOURCE_KEYS = ("tag", "license", "origin_url", "paper_ids", "paper_name", "notes", "description")
 
@@ -78,6 +80,14 @@ def build_student(run: FinishedRun, which: Which) -> nn.Module:
     if classes is not None and classes != model.num_classes:
         model = create_model(bare, classes, "student")
     load_checkpoint(model, weights, f"RUN_DIR/{weights.name}", spec.name)
+    tensors = model.state_dict().values()
+    bad = sum(int((~t.isfinite()).sum()) for t in tensors if t.is_floating_point())
+    if bad:
+        total = sum(t.numel() for t in tensors if t.is_floating_point())
+        raise MtkdrlError(
+            f"RUN_DIR/{weights.name}: {bad:,} of {total:,} values are NaN or infinite (the run "
+            "diverged); export refuses a student that cannot predict"
+        )
     return model.eval()
 
 
@@ -85,9 +95,14 @@ def _classifier_rows(model: nn.Module, weights: Path) -> int | None:
     """How many classes the weights file's classifier predicts (None if it has no classifier)."""
     classifier = model.get_classifier()
     name = next((n for n, m in model.named_modules() if m is classifier), None)
-    with safe_open(str(weights), framework="pt") as handle:
-        key = f"{name}.weight"
-        return handle.get_slice(key).get_shape()[0] if key in set(handle.keys()) else None
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            key = f"{name}.weight"
+            return handle.get_slice(key).get_shape()[0] if key in set(handle.keys()) else None
+    except SafetensorError as err:
+        raise MtkdrlError(
+            f"RUN_DIR/{weights.name} is not a readable safetensors file ({first_line(err)})"
+        ) from None
 
 
 def export_run(config: ExportConfig) -> Export:
@@ -110,7 +125,7 @@ def export_run(config: ExportConfig) -> Export:
     shutil.rmtree(former, ignore_errors=True)  # a kill after the last swap's second rename
     try:
         _save_for_hf(model, staging, _model_config(run, options.weights, score, names, num_params))
-        _drop_source_metadata(staging / "config.json", options.license)
+        _drop_source_metadata(staging / "config.json", options.license, run.local_paths())
         if run.plot:
             shutil.copyfile(run.plot, staging / PLOT_NAME)
         context = CardContext(
@@ -127,6 +142,7 @@ def export_run(config: ExportConfig) -> Export:
             plot=run.plot is not None,
         )
         (staging / "README.md").write_text(render_card(context, options.template))
+        (staging / EXPORT_MARKER).write_text(f"written by mtkdrl {__version__} export\n")
         for path in staging.iterdir():
             fsync_file(path)
         fsync_dir(staging)
@@ -185,8 +201,12 @@ def _check_target(out: Path, run_dir: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         raise MtkdrlError(f"--out: {out} already exists; pass --overwrite to replace that export")
-    if not (out / "config.json").is_file():
-        raise MtkdrlError(f"--out: {out} is not an export (no config.json); refusing to replace it")
+    marker = out / EXPORT_MARKER
+    if out.is_symlink() or not out.is_dir() or marker.is_symlink() or not marker.is_file():
+        raise MtkdrlError(
+            f"--out: {out} is not a folder `mtkdrl export` wrote (no {EXPORT_MARKER} in it); "
+            "refusing to replace it: choose another --out, or remove it yourself"
+        )
 
 
 def _label_names(data: DataConfig, num_classes: int, notes: list[str]) -> list[str] | None:
@@ -218,14 +238,20 @@ def _model_config(
     return {"mtkdrl": lineage, **({"label_names": names} if names else {})}
 
 
-def _drop_source_metadata(path: Path, license: str) -> None:
-    """Strip the default tag's provenance from `pretrained_cfg` and state our licence instead."""
+def _drop_source_metadata(path: Path, license: str, local: dict[str, str]) -> None:
+    """Strip the default tag's provenance from `pretrained_cfg`, state our licence instead, and
+    cut the run's local paths (a `local-dir:` teacher's name) to their names."""
     config = json.loads(path.read_text())
     pretrained_cfg = config["pretrained_cfg"]
     for key in SOURCE_KEYS:
         pretrained_cfg.pop(key, None)
     pretrained_cfg["license"] = license
-    path.write_text(json.dumps(config, indent=2))
+    path.write_text(scrub_paths(json.dumps(config, indent=2), _json_escaped(local)))
+
+
+def _json_escaped(paths: dict[str, str]) -> dict[str, str]:
+    """The paths as they appear inside JSON strings (a Windows path's backslashes doubled)."""
+    return {json.dumps(k)[1:-1]: json.dumps(v)[1:-1] for k, v in paths.items()}
 
 
 def parse_references(items: list[str]) -> dict[str, Path]:
@@ -296,7 +322,7 @@ def report(export: Export) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mtkdrl export", description=__doc__)
+    parser = CommandParser(prog="mtkdrl export", description=__doc__)
     parser.add_argument("run_dir", type=Path, help="a finished run's output_dir")
     parser.add_argument("--repo-id", required=True, help="Hub repo id ORG/NAME for the card")
     parser.add_argument("--out", type=Path, required=True, help="folder to write the repo into")

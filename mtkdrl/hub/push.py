@@ -6,8 +6,8 @@ printed or written, and is scrubbed from any error text. The export folder is on
 
 from __future__ import annotations
 
-import argparse
 import importlib
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +16,7 @@ from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError
 
 from .. import __version__
-from ..errors import MtkdrlError, exit_code
+from ..errors import CommandParser, MtkdrlError, exit_code
 from .names import check_repo_id
 
 REQUIRED = ("config.json", "model.safetensors")
@@ -43,11 +43,18 @@ def export_files(folder: Path) -> list[tuple[str, int]]:
             f"DIR: {folder} is not an export: it has no {', '.join(missing)} "
             "(write one with `mtkdrl export RUN_DIR --repo-id ORG/NAME --out DIR`)"
         )
-    paths = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    paths = []
+    for root, folders, names in os.walk(folder):  # never into a linked folder
+        for path in (Path(root) / name for name in [*folders, *names]):
+            if path.is_symlink():
+                raise MtkdrlError(
+                    f"DIR: {path} is a symlink; push uploads only an export's own files: remove "
+                    "the link"
+                )
+            hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
+            if path.is_file() and not hidden:
+                paths.append(path)
+    paths.sort()
     return [(p.relative_to(folder).as_posix(), p.stat().st_size) for p in paths]
 
 
@@ -123,7 +130,7 @@ def dry_run(config: PushConfig) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mtkdrl push", description=__doc__)
+    parser = CommandParser(prog="mtkdrl push", description=__doc__)
     parser.add_argument("folder", type=Path, metavar="DIR", help="an export (`mtkdrl export`)")
     parser.add_argument("--repo-id", required=True, help="Hub repo id ORG/NAME")
     parser.add_argument("--private", action="store_true", help="create the repo as private")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING
 
 import timm
@@ -21,6 +20,7 @@ from ..methods import method_class
 from ..outputs import PLOT_FILE
 from ..recipe import MethodConfig
 from .lineage import provenance
+from .public import public_recipe
 from .run import FinishedRun, eval_data_of
 
 if TYPE_CHECKING:
@@ -74,27 +74,13 @@ def body_sections(ctx: CardContext) -> dict[str, str]:
 
 
 def published_recipe(text: str) -> str:
-    """A run's recipe.yaml as a card shows it: every absolute path shortened to its file name."""
+    """A run's recipe.yaml as a card shows it: every local path cut to its name."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
-    shortened = _without_absolute_paths(raw)
-    return text if shortened == raw else yaml.safe_dump(shortened, sort_keys=False)
-
-
-def _without_absolute_paths(value: object) -> object:
-    """A YAML value with its absolute paths (POSIX, `~` or Windows) cut to their file names."""
-    if isinstance(value, dict):
-        return {key: _without_absolute_paths(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_without_absolute_paths(item) for item in value]
-    if isinstance(value, str):
-        if PureWindowsPath(value).drive and PureWindowsPath(value).is_absolute():
-            return PureWindowsPath(value).name
-        if value.startswith(("/", "~")):
-            return PurePosixPath(value).name
-    return value
+    public = public_recipe(raw)
+    return text if public == raw else yaml.safe_dump(public, sort_keys=False)
 
 
 def _percent(value: float | None) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from ..checkpoint import write_atomic
-from ..errors import MtkdrlError, exit_code
+from ..errors import CommandParser, MtkdrlError, exit_code
 from ..recipe import Recipe, overrides_between
 from .context import CardContext, dataset_display
 from .export import (
@@ -296,9 +296,9 @@ def format_table(registry: Registry, organisation: str | None = None) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mtkdrl zoo", description=__doc__)
+    parser = CommandParser(prog="mtkdrl zoo", description=__doc__)
     commands = parser.add_subparsers(dest="action", required=True)
-    common = argparse.ArgumentParser(add_help=False)
+    common = CommandParser(add_help=False)
     common.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY, help="registry file")
     common.add_argument("--org", help="Hub organisation (default: the registry's, mtkdrl)")
     commands.add_parser("list", parents=[common], help="print the registry as a table")

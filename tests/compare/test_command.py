@@ -34,9 +34,13 @@ def rows(work: Path) -> list[dict]:
     return json.loads(path.read_text())["results"] if path.is_file() else []
 
 
-def test_compare_resumes_after_a_kill_and_prints_its_verdict(user_recipe, tmp_path, capsys):
+def test_compare_resumes_after_a_kill_and_prints_its_verdict(
+    user_recipe, tmp_path, capsys, teacher_file
+):
     work = tmp_path / "work"
-    args = [str(user_recipe), "--methods", "avg", "ebkd", "--seeds", "0", "1", "--work", str(work)]
+    teacher = Path(teacher_file(32))  # the recipe's own, named again on the command line
+    args = [str(user_recipe), f"teachers.1.checkpoint={teacher}", "--methods", "avg", "ebkd",
+            "--seeds", "0", "1", "--work", str(work)]  # fmt: skip
     first = subprocess.Popen([sys.executable, "-m", "mtkdrl", "compare", *args], env=ENV,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              start_new_session=True)  # fmt: skip
@@ -65,6 +69,7 @@ def test_compare_resumes_after_a_kill_and_prints_its_verdict(user_recipe, tmp_pa
     assert "tied with the leader" in out or "no row is tied" in out
     table = (work / "compare.md").read_text()
     assert "my_recipe.yaml" in table and str(tmp_path) not in table  # no local path
+    assert f"teachers.1.checkpoint={teacher.name}" in table and str(teacher.parent) not in table
     assert str(tmp_path) not in (work / "results.json").read_text()  # files by name and hash
     assert (work / "compare.png").stat().st_size > 0
 

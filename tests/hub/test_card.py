@@ -53,6 +53,8 @@ def fake_reference(run: Path, folder: Path, method: str, top1: float, **data) ->
     (folder / "summary.json").write_text(json.dumps({**summary, "best_epoch": 1}))
     record = {"epoch": 1, "epoch_seconds": 1.0, "val_top1": top1, "val_top5": top1 + 40}
     (folder / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+    weights = {"w": torch.zeros(1)}  # saved at the best epoch, as the summary says
+    save_file(weights, str(folder / "student_best.safetensors"), metadata={"epoch": "1"})
     return folder
 
 
@@ -110,8 +112,9 @@ def test_card_body_has_results_lineage_recipe_usage_and_plot(cifar_run, cifar_ex
 
 
 def test_card_carries_no_local_path_and_no_token(resnet18_run, tmp_path, monkeypatch):
-    """A run whose recipe names absolute data, teacher, student, cache and output paths: nothing
-    an export writes (card, config) names the machine's folders, nor the Hub token."""
+    """A run whose recipe names data, teacher, student, cache and output paths in every form
+    (absolute, `~`, relative, Windows, a `local-dir:` teacher): nothing an export writes (card,
+    config) names the machine's folders, nor the Hub token."""
     token = "hf_" + "T0k3n" * 6
     monkeypatch.setenv("HF_TOKEN", token)
     run = tmp_path / "run"
@@ -120,9 +123,13 @@ def test_card_carries_no_local_path_and_no_token(resnet18_run, tmp_path, monkeyp
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
     recipe["output_dir"] = str(run)
     recipe["student"]["checkpoint"] = str(tmp_path / "init" / "student.safetensors")
-    recipe["teachers"].append(
-        {"name": "resnet32_cifar", "checkpoint": str(home / "teachers" / "mine.safetensors")}
-    )
+    recipe["teachers"] += [
+        {"name": "resnet32_cifar", "checkpoint": str(home / "teachers" / "mine.safetensors")},
+        {"name": f"local-dir:{home / 'models' / 'resnet20_mine'}"},
+        {"name": "resnet44_cifar", "checkpoint": "C:\\Users\\someone\\win.safetensors"},
+        {"name": "resnet56_cifar", "checkpoint": "../private/rel.safetensors"},
+        {"name": "resnet8x4_cifar", "checkpoint": "~/private/tilde.safetensors"},
+    ]
     recipe["data"]["data_dir"] = str(home / "datasets")
     recipe["teacher_cache"]["dir"] = str(home / ".cache" / "mtkdrl")
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
@@ -132,12 +139,19 @@ def test_card_carries_no_local_path_and_no_token(resnet18_run, tmp_path, monkeyp
         p.name: p.read_text() for p in (tmp_path / "e").iterdir() if p.suffix != ".safetensors"
     }
     assert {"README.md", "config.json"} <= set(written)
-    local = [str(tmp_path.parents[1]), "/work", str(home), token]
+    local = [str(tmp_path.parents[1]), "/work", str(home), token, "someone", "private"]
     for name, text in written.items():
         found = [part for part in local if part in text]
         assert not found, f"{name} names {found}"
     shown = yaml.safe_load(written["README.md"].split("```yaml\n", 1)[1].split("\n```", 1)[0])
     assert shown["teachers"][1]["checkpoint"] == "mine.safetensors"
+    assert shown["teachers"][2]["name"] == "local-dir:resnet20_mine"
+    assert [t["checkpoint"] for t in shown["teachers"][3:]] == [
+        "win.safetensors",
+        "rel.safetensors",
+        "tilde.safetensors",
+    ]
+    assert '"local-dir:resnet20_mine"' in written["config.json"]
     assert shown["data"]["data_files"]["validation"] == "validation.parquet"
 
 

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import timm
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from mtkdrl.errors import MtkdrlError
 from mtkdrl.hub import ExportConfig, ExportOptions, export_run
@@ -93,6 +93,7 @@ def test_config_json_describes_our_weights_not_the_default_tag(resnet18_run, tmp
     assert config["mtkdrl"]["teachers"] == ["resnet20_cifar"]
     assert config["mtkdrl"]["accuracy"] == {"top1": 12.5, "top5": 51.5625, "split": "validation"}
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == [
+        ".mtkdrl-export",
         "README.md",
         "config.json",
         "model.safetensors",
@@ -147,9 +148,24 @@ def test_export_refuses_the_run_dir_and_unknown_folders(cifar_run, tmp_path):
         )
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "notes.txt").write_text("keep me")
+    (tmp_path / "precious" / "config.json").write_text("{}")  # a user's project, not an export
     with pytest.raises(MtkdrlError, match="already exists; pass --overwrite"):
         export_run(ExportConfig(cifar_run, CIFAR_REPO, tmp_path / "precious"))
-    with pytest.raises(MtkdrlError, match="is not an export"):
+    with pytest.raises(MtkdrlError, match="is not a folder `mtkdrl export` wrote"):
         replace = ExportOptions(overwrite=True)
         export_run(ExportConfig(cifar_run, CIFAR_REPO, tmp_path / "precious", replace))
     assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
+
+
+def test_export_refuses_a_diverged_student(cifar_run, tmp_path, capsys):
+    diverged = tmp_path / "diverged"
+    shutil.copytree(cifar_run, diverged)
+    weights = load_file(str(diverged / "student_best.safetensors"))
+    first = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[first] = torch.full_like(weights[first], float("nan"))
+    save_file(weights, str(diverged / "student_best.safetensors"))
+    assert main([str(diverged), "--repo-id", CIFAR_REPO, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "student_best.safetensors" in err, err
+    assert f"{weights[first].numel():,} of " in err and "NaN or infinite" in err
+    assert not (tmp_path / "out").exists()

@@ -225,8 +225,9 @@ def test_bad_recipes_give_one_clear_line():
         aekd(1)
     with pytest.raises(MtkdrlError, match=r"^teachers: method 'aekd' .* for 16 teachers"):
         aekd(16)
+    messages = {True: "of type float", float("inf"): "must be a finite number"}
     for value in (0.0, -1.0, float("inf"), True):
-        message = "of type float" if value is True else "expected a positive number"
+        message = messages.get(value, "expected a positive number")
         with pytest.raises(MtkdrlError, match=rf"method\.options\.tolerance.*{message}"):
             aekd(3, tolerance=value)
     with pytest.raises(MtkdrlError, match=r"method\.options\.svm_norm.*normalise_gradients"):

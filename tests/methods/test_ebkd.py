@@ -115,7 +115,7 @@ def test_bad_recipes_give_one_clear_line():
         ebkd(1)
     for value, message in (
         (0.0, "expected a positive number"),
-        (float("nan"), "expected a positive number"),
+        (float("nan"), "must be a finite number"),
         ("hot", "must be of type float"),
     ):
         with pytest.raises(MtkdrlError, match=rf"method\.options\.entropy_temperature.*{message}"):

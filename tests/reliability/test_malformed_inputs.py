@@ -10,6 +10,7 @@ split decoded lazily (`data.cache_decoded: false`) is found when first read, mid
 from __future__ import annotations
 
 import copy
+import importlib
 import pickle
 import re
 import shutil
@@ -172,6 +173,270 @@ def _(tmp, raw, patch):
     return distill(tmp, raw, "method.name=kd"), "teachers"
 
 
+@case("nan learning rate")
+def _(tmp, raw, patch):
+    return distill(tmp, raw, "optim.lr=nan"), "recipe key 'optim.lr' must be a finite number"
+
+
+@case("nan logit weight")
+def _(tmp, raw, patch):
+    return distill(tmp, raw, "method.alpha=.nan"), "'method.alpha' must be a finite number"
+
+
+@case("infinite temperature")
+def _(tmp, raw, patch):
+    return distill(tmp, raw, "method.temperature=.inf"), "'method.temperature' must be a finite"
+
+
+@case("nan method option")
+def _(tmp, raw, patch):
+    overrides = ("method.name=mtkdrl", "method.options.concentration=.nan")
+    return distill(tmp, raw, *overrides), "concentration' must be a finite number"
+
+
+@case("zero steps per epoch")
+def _(tmp, raw, patch):
+    return distill(tmp, raw, "train.max_steps_per_epoch=0"), "train.max_steps_per_epoch"
+
+
+@case("zero checkpoint cadence")
+def _(tmp, raw, patch):
+    return distill(tmp, raw, "train.checkpoint_every=0"), "train.checkpoint_every"
+
+
+@case("diverging learning rate")
+def _(tmp, raw, patch):
+    return distill(tmp, raw, "optim.lr=1e12"), "went non-finite (NaN or infinite)"
+
+
+# ------------------------------------------------------------------- recipe, second round
+@case("yaml anchor bomb")
+def _(tmp, raw, patch):
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    path = tmp / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\nseed: *a8\n")  # 10**9 values once expanded
+    return ["distill", str(path)], "bomb.yaml"
+
+
+@case("recipe is empty")
+def _(tmp, raw, patch):
+    (tmp / "empty.yaml").write_text("")
+    return ["distill", str(tmp / "empty.yaml")], "empty.yaml"
+
+
+@case("recipe is a scalar")
+def _(tmp, raw, patch):
+    (tmp / "scalar.yaml").write_text("42\n")
+    return ["distill", str(tmp / "scalar.yaml")], "scalar.yaml"
+
+
+@case("recipe is not utf-8")
+def _(tmp, raw, patch):
+    (tmp / "latin.yaml").write_bytes(b"student: {name: r\xe9snet}\n")
+    return ["distill", str(tmp / "latin.yaml")], "latin.yaml"
+
+
+@case("recipe with a duplicate key")
+def _(tmp, raw, patch):
+    (tmp / "dup.yaml").write_text("seed: 1\nseed: 2\nstudent: {name: resnet20_cifar}\n")
+    return ["distill", str(tmp / "dup.yaml")], "seed"
+
+
+@case("recipe is a folder")
+def _(tmp, raw, patch):
+    (tmp / "folder.yaml").mkdir()
+    return ["distill", str(tmp / "folder.yaml")], "folder.yaml"
+
+
+@case("seed is a string")
+def _(tmp, raw, patch):
+    return distill(tmp, raw, "seed=abc"), "seed"
+
+
+@case("seed is negative")
+def _(tmp, raw, patch):
+    return distill(tmp, raw, "seed=-1"), "seed"
+
+
+@case("seed beyond 64 bits")
+def _(tmp, raw, patch):
+    return distill(tmp, raw, f"seed={2**70}"), "seed"
+
+
+@case("epochs is a float")
+def _(tmp, raw, patch):
+    return distill(tmp, raw, "train.epochs=1.5"), "train.epochs"
+
+
+@case("epochs is a boolean")
+def _(tmp, raw, patch):
+    return distill(tmp, raw, "train.epochs=true"), "train.epochs"
+
+
+@case("zero temperature")
+def _(tmp, raw, patch):
+    return distill(tmp, raw, "method.temperature=0"), "method.temperature"
+
+
+@case("negative logit weight")
+def _(tmp, raw, patch):
+    return distill(tmp, raw, "method.alpha=-1"), "method.alpha"
+
+
+@case("teachers is a string")
+def _(tmp, raw, patch):
+    raw["teachers"] = "resnet20_cifar"
+    return distill(tmp, raw), "teachers"
+
+
+@case("teacher without a name")
+def _(tmp, raw, patch):
+    raw["teachers"][0] = {"checkpoint": raw["teachers"][0]["checkpoint"]}
+    return distill(tmp, raw), "teachers"
+
+
+@case("student section is a list")
+def _(tmp, raw, patch):
+    raw["student"] = ["resnet20_cifar"]
+    return distill(tmp, raw), "student"
+
+
+@case("empty output_dir")
+def _(tmp, raw, patch):
+    raw["output_dir"] = ""
+    return distill(tmp, raw), "output_dir"
+
+
+@case("output_dir with a NUL byte")
+def _(tmp, raw, patch):
+    raw["output_dir"] = str(tmp / "bad\x00name")
+    return distill(tmp, raw), "output_dir"
+
+
+@case("grad accumulation zero")
+def _(tmp, raw, patch):
+    return distill(tmp, raw, "train.grad_accum_steps=0"), "train.grad_accum_steps"
+
+
+@case("teacher cache views zero")
+def _(tmp, raw, patch):
+    return distill(tmp, raw, "teacher_cache.views=0"), "teacher_cache.views"
+
+
+@case("override of a list index out of range")
+def _(tmp, raw, patch):
+    return distill(tmp, raw, "teachers.5.name=resnet20_cifar"), "teachers.5"
+
+
+@case("momentum one")
+def _(tmp, raw, patch):
+    return distill(tmp, raw, "optim.momentum=1"), "optim.momentum"
+
+
+@case("unknown optimizer")
+def _(tmp, raw, patch):
+    return distill(tmp, raw, "optim.optimizer=sgdd"), "sgdd"
+
+
+@case("milestones beyond the epochs")
+def _(tmp, raw, patch):
+    return distill(tmp, raw, "optim.milestones=[0, -3]"), "optim.milestones"
+
+
+@case("batch larger than memory")
+def _(tmp, raw, patch):
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 9 GB")
+
+    patch.setattr(importlib.import_module("mtkdrl.train"), "train_step", out_of_memory)
+    return distill(tmp, raw), "out of cpu memory at the first training step with data.batch_size=16"
+
+
+# --------------------------------------------------------------------- data, second round
+@case("labels stored as class names")
+def _(tmp, raw, patch):
+    classes = ["plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+    def names(table):
+        labels = [classes[v] for v in table.column("label").to_pylist()]
+        index = table.schema.get_field_index("label")
+        return table.set_column(index, "label", pa.array(labels))
+
+    for split in ("train", "validation"):
+        raw["data"]["data_files"][split] = edited_parquet(
+            raw["data"]["data_files"][split], tmp, f"{split}_names.parquet", names
+        )
+    return distill(tmp, raw), "data.label_column: column 'label' holds string values"
+
+
+@case("labels stored as floats")
+def _(tmp, raw, patch):
+    def floats(table):
+        labels = [float(v) + 0.5 for v in table.column("label").to_pylist()]
+        index = table.schema.get_field_index("label")
+        return table.set_column(index, "label", pa.array(labels))
+
+    raw["data"]["data_files"]["train"] = edited_parquet(
+        raw["data"]["data_files"]["train"], tmp, "floats.parquet", floats
+    )
+    return distill(tmp, raw), "column 'label' holds float64 values"
+
+
+@case("missing image cell")
+def _(tmp, raw, patch):
+    def hole(table):
+        cells = table.column("img").to_pylist()
+        cells[3] = None
+        return replace_column(table, "img", cells)
+
+    raw["data"]["data_files"]["train"] = edited_parquet(
+        raw["data"]["data_files"]["train"], tmp, "hole.parquet", hole
+    )
+    return distill(tmp, raw), "row 3"
+
+
+@case("a one-pixel image")
+def _(tmp, raw, patch):
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, format="PNG")
+
+    def tiny(table):
+        cells = table.column("img").to_pylist()
+        cells[2] = {"bytes": buffer.getvalue(), "path": None}
+        return replace_column(table, "img", cells)
+
+    raw["data"]["data_files"]["train"] = edited_parquet(
+        raw["data"]["data_files"]["train"], tmp, "tiny.parquet", tiny
+    )
+    return distill(tmp, raw), "data.train_transform=cifar expects 32x32 images, got 1x1"
+
+
+@case("data file that is not parquet")
+def _(tmp, raw, patch):
+    (tmp / "text.parquet").write_text("id,label\n1,2\n")
+    raw["data"]["data_files"]["train"] = str(tmp / "text.parquet")
+    return distill(tmp, raw), "text.parquet"
+
+
+@case("data file given as a folder")
+def _(tmp, raw, patch):
+    (tmp / "adir.parquet").mkdir()
+    raw["data"]["data_files"]["train"] = str(tmp / "adir.parquet")
+    return distill(tmp, raw), "adir.parquet"
+
+
+@case("image folder without images")
+def _(tmp, raw, patch):
+    (tmp / "images" / "train" / "cat").mkdir(parents=True)
+    raw["data"] = {"name": "imagefolder", "data_dir": str(tmp / "images"), "num_workers": 0}
+    return distill(tmp, raw), "holds no image files"
+
+
 # --------------------------------------------------------------------------------------- data
 @case("missing data file")
 def _(tmp, raw, patch):
@@ -301,6 +566,12 @@ def _(tmp, raw, patch):
     return distill(tmp, raw, "teacher_cache.mode=off"), "has 195.3 KB free"
 
 
+@case("too few file handles")
+def _(tmp, raw, patch):
+    patch.setattr("mtkdrl.preflight.resource.getrlimit", lambda kind: (32, 32))
+    return distill(tmp, raw, "data.num_workers=2"), "may open only 32 files"
+
+
 # --------------------------------------------------------------------------- earlier runs
 def finished_part(tmp: Path, raw: dict) -> Path:
     """A run stopped after 2 steps, with its checkpoint and a filled teacher-cache entry."""
@@ -353,6 +624,153 @@ def _(tmp, raw, patch):
     meta = next((tmp / "run" / "teacher_cache").rglob("meta.json"))
     meta.write_text(meta.read_text().replace('"key": "', '"key": "0'))
     return distill(tmp, raw, flags=("--overwrite",)), "holds a different cache"
+
+
+# ------------------------------------------------------------ earlier runs, second round
+@case("resume with another method")
+def _(tmp, raw, patch):
+    finished_part(tmp, raw)
+    return distill(tmp, raw, "method.name=ca_mkd", flags=("--resume",)), "'avg' -> 'ca_mkd'"
+
+
+@case("resume with another learning rate")
+def _(tmp, raw, patch):
+    finished_part(tmp, raw)
+    return distill(tmp, raw, "optim.lr=0.2", flags=("--resume",)), "recipe.optim.lr: 0.05 -> 0.2"
+
+
+@case("resume with another teacher file")
+def _(tmp, raw, patch):
+    finished_part(tmp, raw)
+    raw["teachers"][0]["checkpoint"] = raw["teachers"][1]["checkpoint"]
+    raw["teachers"][0]["name"] = raw["teachers"][1]["name"]
+    return distill(tmp, raw, flags=("--resume",)), "teacher_weights.0"
+
+
+@case("latest pointer is empty")
+def _(tmp, raw, patch):
+    (finished_part(tmp, raw) / "checkpoints" / "latest").write_text("")
+    return distill(tmp, raw, flags=("--resume",)), "latest names ''"
+
+
+@case("latest pointer is binary")
+def _(tmp, raw, patch):
+    (finished_part(tmp, raw) / "checkpoints" / "latest").write_bytes(b"\xff\xfe\x00\x01")
+    return distill(tmp, raw, flags=("--resume",)), "not a checkpoint folder"
+
+
+@case("checkpoint json edited by hand")
+def _(tmp, raw, patch):
+    (latest_checkpoint(finished_part(tmp, raw)) / "shared.json").write_text('{"__dict__": ')
+    return distill(tmp, raw, flags=("--resume",)), "shared.json is not valid JSON"
+
+
+@case("metrics log edited by hand")
+def _(tmp, raw, patch):
+    run = finished_part(tmp, raw)
+    with open(run / "metrics.jsonl", "a") as log:
+        log.write("not json\n")
+    return ["plot", str(run)], "line"
+
+
+def finished_run(tmp: Path, raw: dict) -> Path:
+    """A run that finished its one epoch."""
+    assert main(distill(tmp, raw)) == 0
+    return Path(raw["output_dir"])
+
+
+@case("export of a run whose summary is not json")
+def _(tmp, raw, patch):
+    run = finished_run(tmp, raw)
+    (run / "summary.json").write_text("{not json")
+    return ["export", str(run), "--repo-id", "org/x", "--out", str(tmp / "e")], "summary.json"
+
+
+@case("export of a run whose teachers.json is not json")
+def _(tmp, raw, patch):
+    run = finished_run(tmp, raw)
+    (run / "teachers.json").write_text("[{")
+    return ["export", str(run), "--repo-id", "org/x", "--out", str(tmp / "e")], "teachers.json"
+
+
+@case("export of a run whose recipe was edited")
+def _(tmp, raw, patch):
+    run = finished_run(tmp, raw)
+    (run / "recipe.yaml").write_text("student: [\n")
+    return ["export", str(run), "--repo-id", "org/x", "--out", str(tmp / "e")], "recipe.yaml"
+
+
+@case("export of truncated weights")
+def _(tmp, raw, patch):
+    run = finished_run(tmp, raw)
+    weights = run / "student_best.safetensors"
+    weights.write_bytes(weights.read_bytes()[:500])
+    argv = ["export", str(run), "--repo-id", "org/x", "--out", str(tmp / "e")]
+    return argv, "student_best.safetensors"
+
+
+@case("export with an unknown weights choice")
+def _(tmp, raw, patch):
+    run = finished_run(tmp, raw)
+    return ["export", str(run), "--repo-id", "org/x", "--weights", "worst"], "worst"
+
+
+@case("export over a user's folder")
+def _(tmp, raw, patch):
+    run = finished_run(tmp, raw)
+    (tmp / "project").mkdir()
+    (tmp / "project" / "config.json").write_text("{}")
+    argv = ["export", str(run), "--repo-id", "org/x", "--out", str(tmp / "project"), "--overwrite"]
+    return argv, "is not a folder `mtkdrl export` wrote"
+
+
+@case("evaluate with a zero batch size")
+def _(tmp, raw, patch):
+    data = raw["data"]["data_files"]["validation"]
+    argv = ["evaluate", "--model", "resnet20_cifar", "--data", data, "--batch-size", "0"]
+    return argv, "batch"
+
+
+@case("evaluate a missing data file")
+def _(tmp, raw, patch):
+    argv = ["evaluate", "--model", "resnet20_cifar", "--data", str(tmp / "no.parquet")]
+    return argv, "no.parquet"
+
+
+@case("compare without methods")
+def _(tmp, raw, patch):
+    recipe = write_recipe(tmp, raw)
+    return ["compare", recipe, "--methods", "--work", str(tmp / "w")], "--methods"
+
+
+@case("compare an unknown method")
+def _(tmp, raw, patch):
+    recipe = write_recipe(tmp, raw)
+    return ["compare", recipe, "--methods", "avgg", "--work", str(tmp / "w")], "avgg"
+
+
+@case("compare a malformed method row")
+def _(tmp, raw, patch):
+    recipe = write_recipe(tmp, raw)
+    return ["compare", recipe, "--methods", "avg:alpha", "--work", str(tmp / "w")], "key=value"
+
+
+@case("compare with no seeds")
+def _(tmp, raw, patch):
+    recipe = write_recipe(tmp, raw)
+    argv = ["compare", recipe, "--methods", "avg", "--seeds", "--work", str(tmp / "w")]
+    return argv, "--seeds"
+
+
+@case("zoo card of an unknown student")
+def _(tmp, raw, patch):
+    return ["zoo", "card", "mtkdrl-nonexistent"], "mtkdrl-nonexistent"
+
+
+@case("cache of a recipe with a missing teacher")
+def _(tmp, raw, patch):
+    raw["teachers"][0]["checkpoint"] = str(tmp / "absent_teacher.safetensors")
+    return ["cache", write_recipe(tmp, raw)], "absent_teacher.safetensors"
 
 
 # -------------------------------------------------------------------------------------- hub
