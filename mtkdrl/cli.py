@@ -13,8 +13,9 @@ from .evaluate import main as evaluate_main
 from .fill_cache import main as cache_main
 from .hub.export import main as export_main
 from .hub.push import main as push_main
-from .hub.zoo import main as zoo_main
+from .hub.zoo_command import main as zoo_main
 from .plot import main as plot_main
+from .recipes import main as recipes_main
 from .train import distill
 
 # importing the `mtkdrl.distill` module (above) set the package's `distill` to it; the package's
@@ -23,6 +24,7 @@ sys.modules[__package__].distill = distill
 
 COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "distill": ("distil a student from a recipe", distill_main),
+    "recipes": ("list the packaged recipes, or print one to save and edit", recipes_main),
     "compare": ("which method for your teachers: methods x seeds, with intervals", compare_main),
     "cache": ("fill the teacher-output cache of a recipe, without training", cache_main),
     "evaluate": ("top-1/top-5 of a model on a data set", evaluate_main),
@@ -34,9 +36,9 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
 
 
 EXAMPLES = """examples:
-  mtkdrl distill recipes/quickstart.yaml train.epochs=5    distil, overriding a recipe key
+  mtkdrl recipes quickstart > my_recipe.yaml                 a packaged recipe, to edit
+  mtkdrl distill my_recipe.yaml train.epochs=5               distil, overriding a recipe key
   mtkdrl compare my_recipe.yaml --methods avg mtkdrl --seeds 0 1 2 --work runs/compare
-  mtkdrl export runs/quickstart --repo-id me/mtkdrl-resnet20 --out exports/resnet20
 
 `mtkdrl COMMAND --help` for a command's arguments."""
 

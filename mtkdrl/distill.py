@@ -18,7 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(
         prog="mtkdrl distill", description="Distil a student from one or more teachers."
     )
-    parser.add_argument("recipe", help="recipe YAML file (see recipes/)")
+    parser.add_argument(
+        "recipe", help="a recipe YAML file, or a packaged recipe's name (mtkdrl recipes)"
+    )
     parser.add_argument("overrides", nargs="*", help="recipe overrides, e.g. train.epochs=2")
     parser.add_argument("--resume", action="store_true", help="continue the run in output_dir")
     parser.add_argument("--overwrite", action="store_true", help="start again in output_dir")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import errno
+import reprlib
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 
 class MtkdrlError(Exception):
@@ -17,6 +18,22 @@ def first_line(err: BaseException) -> str:
     """The first line of an error's text, or its type name when it has none."""
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
+
+
+def shown(value: Any) -> str:
+    """A value as an error line shows it: its repr, cut short."""
+    return _SHORT_REPR.repr(value)
+
+
+def _short_repr() -> reprlib.Repr:
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = 80
+    short.maxlist = short.maxdict = 6
+    short.maxlevel = 2
+    return short
+
+
+_SHORT_REPR = _short_repr()
 
 
 def user_message(err: MtkdrlError) -> str:

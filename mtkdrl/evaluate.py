@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from . import models  # noqa: F401  (registers the *_cifar architectures)
 from .data import build_eval_loader, load_splits
@@ -41,7 +42,8 @@ def evaluate_model(
     def autocast():
         return torch.autocast(target.type, dtype=dtype, enabled=dtype is not None)
 
-    metrics = evaluate_classifier(model.to(target), loader, target, autocast=autocast)
+    batches = tqdm(loader, desc=f"evaluating {spec.name}", leave=False)
+    metrics = evaluate_classifier(model.to(target), batches, target, autocast=autocast)
     return {"model": spec.name, "checkpoint": spec.checkpoint, "split": data.eval_split, **metrics}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tqdm.auto import tqdm
+
 from .metrics import evaluate_classifier
 from .run import Run
 
@@ -27,9 +29,15 @@ def evaluate_teachers(run: Run) -> list[dict]:
     if run.recipe.train.eval_teachers:
         pool = run.teachers
         for name, teacher, adapter in zip(pool.names, pool.teachers, pool.adapters, strict=True):
+            batches = tqdm(
+                run.eval_loader,
+                desc=f"teacher {name}",
+                leave=False,
+                disable=not run.accelerator.is_local_main_process,
+            )
             metrics = evaluate_classifier(
                 lambda x, t=teacher, a=adapter: t(a(x)),
-                run.eval_loader,
+                batches,
                 run.accelerator.device,
                 gather=run.accelerator.gather_for_metrics,
                 autocast=run.accelerator.autocast,

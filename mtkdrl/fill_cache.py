@@ -92,7 +92,9 @@ def _stored(cache: TeacherCache) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(prog="mtkdrl cache", description=__doc__.split("\n\n", maxsplit=1)[0])
-    parser.add_argument("recipe", help="recipe YAML file (see recipes/)")
+    parser.add_argument(
+        "recipe", help="a recipe YAML file, or a packaged recipe's name (mtkdrl recipes)"
+    )
     parser.add_argument("overrides", nargs="*", help="recipe overrides, e.g. seed=1")
     return parser
 

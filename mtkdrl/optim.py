@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 import torch
@@ -32,9 +33,17 @@ def build_optimizer(
 
 
 def _cosine(optimizer, cfg: OptimConfig, steps_per_epoch: int, epochs: int, warmup: dict):
-    """Cosine from lr to `min_lr` over the epochs after the warm-up."""
+    """Cosine from lr to `min_lr` over the epochs after the warm-up. A span of one step (a dry
+    run, a one-step run) has nothing to anneal: timm's warning that says so is kept quiet."""
     span = max(epochs - cfg.warmup_epochs, 1) * steps_per_epoch
-    return CosineLRScheduler(optimizer, t_initial=span, lr_min=cfg.min_lr, **warmup)
+    timm_log = logging.getLogger(CosineLRScheduler.__module__)
+    level = timm_log.level
+    if span == 1:
+        timm_log.setLevel(logging.ERROR)
+    try:
+        return CosineLRScheduler(optimizer, t_initial=span, lr_min=cfg.min_lr, **warmup)
+    finally:
+        timm_log.setLevel(level)
 
 
 def _multistep(optimizer, cfg: OptimConfig, steps_per_epoch: int, epochs: int, warmup: dict):

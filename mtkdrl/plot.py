@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -79,6 +80,29 @@ def temperature_range(run_dir: Path) -> float:
     return float(spec.get("t_max", 10.0)) if isinstance(spec, dict) else 10.0
 
 
+def panels_of(run_dir: Path, epochs: list[dict]) -> list[tuple[str, Callable]]:
+    """What the run logged, as (what the panel shows, how to draw it): teacher weights where the
+    method learns them, the temperature where a policy sets it, and val top-1 always."""
+    names = teacher_names(run_dir)
+    panels: list[tuple[str, Callable]] = [
+        (
+            f"each teacher's {label}",
+            lambda axis, k=kind, t=label: draw_weights(axis, epochs, k, t, names),
+        )
+        for kind, label in WEIGHT_KINDS
+        if f"w_{kind}_mean/0" in epochs[-1]
+    ]
+    if any("temperature_mean" in r for r in epochs):
+        panels.append(("the temperature", lambda axis: draw_temperature(axis, epochs)))
+    if any(r.get("temperature_histogram") for r in epochs):
+        t_max = temperature_range(run_dir)
+        panels.append(
+            ("the per-instance temperatures", lambda axis: draw_histogram(axis, epochs, t_max))
+        )
+    panels.append(("the student's validation top-1", lambda axis: draw_accuracy(axis, epochs)))
+    return panels
+
+
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Draw, for what the run logged: teacher weights (mean ± std over samples), the temperature
     and its per-instance histogram, and val top-1, per epoch; returns the PNG."""
@@ -92,21 +116,9 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     run_dir = Path(run_dir)
     if out is None:
         run_file(run_dir, PLOT_FILE)  # one line, not a write through a link planted there
-    epochs = read_epochs(run_dir)
-    names = teacher_names(run_dir)
-    panels = [
-        (lambda axis, k=kind, t=label: draw_weights(axis, epochs, k, t, names))
-        for kind, label in WEIGHT_KINDS
-        if f"w_{kind}_mean/0" in epochs[-1]
-    ]
-    if any("temperature_mean" in r for r in epochs):
-        panels.append(lambda axis: draw_temperature(axis, epochs))
-    if any(r.get("temperature_histogram") for r in epochs):
-        t_max = temperature_range(run_dir)
-        panels.append(lambda axis: draw_histogram(axis, epochs, t_max))
-    panels.append(lambda axis: draw_accuracy(axis, epochs))
+    panels = panels_of(run_dir, read_epochs(run_dir))
     figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
-    for axis, draw in zip(axes[0], panels, strict=True):
+    for axis, (_, draw) in zip(axes[0], panels, strict=True):
         draw(axis)
     figure.suptitle(run_dir.name)
     figure.tight_layout()

@@ -16,6 +16,11 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn.functional as F
+from huggingface_hub.errors import (
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+)
 from torch import Tensor, nn
 
 from .errors import MtkdrlError, first_line
@@ -118,6 +123,18 @@ def create_model(spec: ModelSpec, num_classes: int | None, field: str) -> nn.Mod
         kwargs["pretrained_cfg_overlay"] = overlay
     try:
         model = timm.create_model(spec.name, pretrained=spec.pretrained, **kwargs)
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled):
+        raise MtkdrlError(
+            f"{field}: the weights of {spec.name!r} are not in the local Hugging Face cache and "
+            "the Hub is out of reach (offline?); run once with the Hub reachable to cache them, "
+            f"or give a local weights file as {field}.checkpoint"
+        ) from None
+    except RepositoryNotFoundError:
+        raise MtkdrlError(
+            f"{field}: no Hub repository holds the weights of {spec.name!r} (or it is gated or "
+            "private: log in with `hf auth login`); check the name, or give a local weights "
+            f"file as {field}.checkpoint"
+        ) from None
     except (RuntimeError, OSError, ValueError, TypeError) as err:
         raise MtkdrlError(f"{field}: could not create {spec.name!r}: {first_line(err)}") from None
     if spec.checkpoint:

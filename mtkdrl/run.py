@@ -247,9 +247,7 @@ def _build_parts_of_run(
         adapters = accelerator.prepare(adapters)
     student.train()
     batches, steps = _epoch_length(recipe, train_loader)
-    scheduler = build_scheduler(
-        optimizer, recipe.optim, steps, recipe.train.epochs if not dry_run else 1
-    )
+    scheduler = build_scheduler(optimizer, recipe.optim, steps, recipe.train.epochs)
     run_dir = Path(recipe.output_dir)
     task = DistillationTask(student, source, parts.loss, adapters, recipe.train.channels_last)
     return Run(

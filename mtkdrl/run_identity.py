@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import MtkdrlError
-from .recipe import differences
+from .recipe_diff import differences
 
 if TYPE_CHECKING:
     from .run import Run

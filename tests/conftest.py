@@ -131,7 +131,7 @@ def same_students():
     from safetensors.torch import load_file
 
     from mtkdrl.checkpoint import _read_pair
-    from mtkdrl.recipe import differences
+    from mtkdrl.recipe_diff import differences
 
     where_it_ran = ("recipe.output_dir:", "recipe.teacher_cache.dir:", "recipe.train.stop_after")
 

@@ -12,7 +12,9 @@ from mtkdrl.recipe import ModelSpec
 README_TOP1 = {20: 81.22, 32: 82.52, 44: 82.60, 56: 83.32}
 
 
-@pytest.mark.parametrize("depth", sorted(README_TOP1))
+# the shallowest and the deepest on all 5,000 images; all four on the val head in
+# tests/models/test_cifar_teachers.py
+@pytest.mark.parametrize("depth", [20, 56])
 def test_shared_teacher_accuracy_matches_readme(shared_data, teacher_file, depth):
     data = data_config_from_arg(str(shared_data / "cifar10-jpeg" / "val.parquet"), "validation")
     spec = ModelSpec(name=f"resnet{depth}_cifar", checkpoint=teacher_file(depth))

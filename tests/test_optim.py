@@ -1,6 +1,7 @@
 """Optimizer factory and the LR schedules (timm's schedulers, milestones in whole epochs)."""
 
 import json
+import logging
 import math
 
 import pytest
@@ -24,7 +25,7 @@ def lrs(cfg: OptimConfig, steps_per_epoch: int, epochs: int, updates: list[int])
 
 
 def test_multistep_decays_at_the_first_update_of_each_milestone_epoch():
-    cfg = OptimConfig(lr=1.0, milestones=[150, 180, 210])
+    cfg = OptimConfig(lr=1.0, schedule="multistep", milestones=[150, 180, 210])
     before, at, last = lrs(cfg, 10, 240, [1499, 1500, 2100])
     assert before == 1.0
     assert at == pytest.approx(0.1)
@@ -63,3 +64,12 @@ def test_sgd_nesterov_flag():
 def test_unknown_optimizer():
     with pytest.raises(MtkdrlError, match=r"optim.optimizer"):
         build_optimizer([torch.nn.Parameter(torch.zeros(1))], OptimConfig(optimizer="sgdd"))
+
+
+def test_a_one_step_cosine_span_is_built_without_timms_warning(caplog):
+    """A dry run or a one-step run: nothing to anneal, and no warning from timm saying so."""
+    optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], OptimConfig())
+    with caplog.at_level(logging.WARNING):
+        build_scheduler(optimizer, OptimConfig(schedule="cosine"), 1, 1)
+    assert not [r for r in caplog.records if "no effect" in r.getMessage()]
+    assert logging.getLogger("timm.scheduler.cosine_lr").level == logging.NOTSET  # restored

@@ -12,6 +12,7 @@ from mtkdrl.errors import MtkdrlError
 from mtkdrl.plot import (
     draw_histogram,
     draw_temperature,
+    panels_of,
     plot_run,
     read_epochs,
     temperature_range,
@@ -46,6 +47,8 @@ def test_plot_without_weights_draws_accuracy_only(tmp_path):
     )
     target = plot_run(tmp_path, tmp_path / "out.png")
     assert Image.open(target).format == "PNG"
+    shows = [what for what, _ in panels_of(tmp_path, read_epochs(tmp_path))]
+    assert shows == ["the student's validation top-1"]  # an `avg` run: no weight panel claimed
 
 
 def test_plot_of_a_folder_that_is_not_a_run(tmp_path):

@@ -1,5 +1,6 @@
 """Building teachers and students from timm names, strict weight loading, one-pass outputs."""
 
+import huggingface_hub
 import pytest
 import timm
 import torch
@@ -138,3 +139,18 @@ def test_pool_is_frozen_and_checks_class_count(teacher_file):
         MtkdrlError, match=r"teachers.0.checkpoint: .*does not fit.*classifier has 10"
     ):
         TeacherPool.from_specs(specs, 100, cfg)
+
+
+def test_hub_weights_missing_offline_is_one_line_saying_what_to_do(tmp_path, monkeypatch):
+    """A pretrained tag whose weights are not cached, with the Hub out of reach: one line naming
+    the field and the two ways out, not huggingface_hub's traceback."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    spec = ModelSpec(name="resnet20_cifar.akamaster_cifar10", pretrained=True)
+    with pytest.raises(MtkdrlError) as caught:
+        create_model(spec, 10, "teachers.0")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("teachers.0: the weights of 'resnet20_cifar.akamaster_cifar10'")
+    assert "not in the local Hugging Face cache" in message
+    assert "teachers.0.checkpoint" in message

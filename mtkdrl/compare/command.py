@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         "'mtkdrl:agent_update=reinforce' --features none hint:stage=2,beta=50 --seeds 0 1 2 "
         "--work runs/compare",
     )
-    parser.add_argument("recipe", help="recipe YAML file: your data, student and teachers")
+    parser.add_argument(
+        "recipe", help="your recipe (data, student, teachers): a file or a packaged name"
+    )
     parser.add_argument("overrides", nargs="*", help="recipe overrides for every run")
     parser.add_argument(
         "--methods",

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MtkdrlError
-from ..recipe import LOCATION_KEYS, Recipe, differences
+from ..recipe import Recipe
+from ..recipe_diff import LOCATION_KEYS, differences
 
 Key = tuple[str, str, int]  # (method row, feature row, seed)
 PER_ROW_KEYS = ("method", "seed", *LOCATION_KEYS)  # what the comparison itself varies

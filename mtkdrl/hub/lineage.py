@@ -36,8 +36,10 @@ def provenance(spec: ModelSpec) -> Provenance:
     if spec.pretrained:
         cfg = timm.models.get_pretrained_cfg(spec.name)
         hub = f" ({_hub_link(cfg.hf_hub_id)})" if cfg and cfg.hf_hub_id else ""
+        origin = getattr(cfg, "origin_url", None)
+        credit = f", from [{_origin_name(origin)}]({origin})" if origin else ""
         licence = (cfg.license if cfg else None) or UNKNOWN
-        return Provenance(spec.name, f"timm pretrained weights `{spec.name}`{hub}", licence)
+        return Provenance(spec.name, f"timm pretrained weights `{spec.name}`{hub}{credit}", licence)
     return Provenance(spec.name, "randomly initialised (no pretrained weights)", "none")
 
 
@@ -64,6 +66,12 @@ def _checkpoint_provenance(name: str, path: Path) -> Provenance:
         return Provenance(name, where + origin, licence or SHARED_TEACHERS_LICENSE)
     origin = f", source {_github(source)}" if source else ", origin not recorded in the file"
     return Provenance(name, f"local file `{path.name}`{origin}", licence or UNKNOWN)
+
+
+def _origin_name(url: str) -> str:
+    """A weights origin's short name: `owner/repo` for a GitHub URL, else the URL."""
+    prefix = "https://github.com/"
+    return url[len(prefix) :].strip("/") if url.startswith(prefix) else url
 
 
 def _safetensors_metadata(path: Path) -> dict[str, str]:

@@ -18,6 +18,7 @@ from ..errors import MtkdrlError
 from ..hardware import machine_info
 from ..methods import method_class
 from ..outputs import PLOT_FILE
+from ..plot import panels_of
 from ..recipe import MethodConfig
 from .lineage import provenance
 from .public import public_recipe
@@ -233,14 +234,18 @@ def _train_data(ctx: CardContext) -> str:
 
 
 def _teacher_weights(ctx: CardContext) -> str:
-    """The plot of the learned teacher weights, when the export carries one."""
+    """The run's plot, when the export carries one, said to show only what it draws (a method
+    with fixed weights, such as `avg`, has no weight panel)."""
     if not ctx.plot:
         return ""
+    shows = [what for what, _ in panels_of(ctx.run.run_dir, ctx.run.epochs)]
+    learned = any("weight" in what for what in shows)
+    title = "Learned teacher weights" if learned else "Training curve"
+    listed = ", ".join(shows[:-1]) + (" and " if len(shows) > 1 else "") + shows[-1]
     return (
-        "### Learned teacher weights\n\n"
-        f"![teacher weights learned during distillation]({PLOT_NAME})\n\n"
-        "Mean ± std over samples of each teacher's loss weights per epoch, and the student's "
-        "validation top-1 (`mtkdrl plot`)."
+        f"### {title}\n\n"
+        f"![{title.lower()} during distillation]({PLOT_NAME})\n\n"
+        f"Per epoch: {listed} (mean ± std over samples where it varies; `mtkdrl plot`)."
     )
 
 

@@ -1,41 +1,39 @@
-"""`mtkdrl zoo`: the registry of students we publish (`hub_cards/registry.yaml`).
+"""`mtkdrl zoo`: the registry of students we publish (`mtkdrl/hub/registry.yaml`, shipped with the
+package so that `mtkdrl zoo list` works anywhere).
 
 Each entry names a student, its Hub repo, architecture, data set, teachers, method and recipe,
 and either its measured accuracy and the run/export it came from ("trained") or nothing more
 ("not yet trained": it needs hardware we do not have). `zoo add` fills an entry from a finished
-run, `zoo list` prints the registry, and `zoo card` rewrites an entry's model card.
+run, `zoo list` prints the registry, `zoo card` rewrites an entry's model card and `zoo verify`
+re-measures entries from their exports (`zoo_verify.py`); the command line is `zoo_command.py`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from ..checkpoint import write_atomic
-from ..errors import CommandParser, MtkdrlError, exit_code
-from ..recipe import Recipe, overrides_between
+from ..errors import MtkdrlError
+from ..recipe import Recipe
+from ..recipe_diff import overrides_between
 from .context import CardContext, dataset_display
 from .export import (
     Export,
     ExportConfig,
     ExportOptions,
-    add_card_options,
-    card_options,
     export_run,
-    report,
     write_card,
 )
 from .names import DEFAULT_ORG, check_repo_id
 from .run import Score, read_reference, read_run
 
-DEFAULT_REGISTRY = Path("hub_cards") / "registry.yaml"
+DEFAULT_REGISTRY = Path(__file__).resolve().parent / "registry.yaml"
 TRAINED, NOT_TRAINED = "trained", "not yet trained"
 HEADER = """\
 # The students mtkdrl publishes on the Hugging Face Hub, as timm models.
@@ -112,8 +110,8 @@ class Registry:
         path = Path(path)
         if not path.is_file():
             raise MtkdrlError(
-                f"--registry: no registry file at {path} (run from the project root, where "
-                f"{DEFAULT_REGISTRY} is, or pass --registry PATH)"
+                f"--registry: no registry file at {path}; pass an existing registry file, or "
+                "leave --registry out for the one mtkdrl ships"
             )
         try:
             raw = yaml.safe_load(path.read_text()) or {}
@@ -293,69 +291,3 @@ def format_table(registry: Registry, organisation: str | None = None) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(line.rstrip() for line in lines)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = CommandParser(prog="mtkdrl zoo", description=__doc__)
-    commands = parser.add_subparsers(dest="action", required=True)
-    common = CommandParser(add_help=False)
-    common.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY, help="registry file")
-    common.add_argument("--org", help="Hub organisation (default: the registry's, mtkdrl)")
-    commands.add_parser("list", parents=[common], help="print the registry as a table")
-    card = commands.add_parser("card", parents=[common], help="rewrite an entry's model card")
-    card.add_argument("name", help="the entry's name (see `mtkdrl zoo list`)")
-    card.add_argument("--template", type=Path, help="model-card template (default: packaged)")
-    add = commands.add_parser("add", parents=[common], help="export a run and record it")
-    add.add_argument("run_dir", type=Path, help="a finished run's output_dir")
-    add.add_argument("--name", required=True, help="entry name, e.g. resnet20-cifar10-mtkdrl")
-    add.add_argument("--repo-name", help="Hub repo name (default mtkdrl-NAME)")
-    add.add_argument("--export-dir", type=Path, help="where to export (default exports/NAME)")
-    add.add_argument(
-        "--recipe",
-        type=Path,
-        help="the recipe file the run was made from; the overrides that turn it into the run's "
-        "recipe.yaml are recorded with it",
-    )
-    add.add_argument(
-        "--override", action="append", default=[], help="an override the run used (key=value)"
-    )
-    add_card_options(add)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return exit_code(lambda: ACTIONS[args.action](args))
-
-
-def _list(args: argparse.Namespace) -> None:
-    print(format_table(Registry.load(args.registry), args.org))
-
-
-def _card(args: argparse.Namespace) -> None:
-    registry = Registry.load(args.registry)
-    print(f"wrote {regenerate_card(registry, args.name, args.org, args.template)}")
-
-
-def _add(args: argparse.Namespace) -> None:
-    registry = Registry.load(args.registry)
-    _, export = add_run(
-        registry,
-        args.run_dir,
-        args.name,
-        args.export_dir or Path("exports") / args.name,
-        card_options(args),
-        repo=args.repo_name,
-        recipe=args.recipe,
-        overrides=tuple(args.override),
-        organisation=args.org,
-    )
-    print(report(export))
-    print(f"recorded {args.name!r} in {registry.path}")
-
-
-ACTIONS = {"list": _list, "card": _card, "add": _add}
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -68,7 +68,7 @@ class MTKDRLOptions:
     logit_mix: list[float] = field(default_factory=lambda: [1.0, 1.0, 0.0])
     feature_mix: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     normalise_state: bool = False
-    reward: Literal["loss", "centred"] = "loss"
+    reward: Literal["loss", "centred", "label"] = "loss"
     state_embedding_dims: int | None = None  # None: each teacher's whole embedding
 
     def __post_init__(self) -> None:
@@ -207,7 +207,10 @@ class MTKDRL(Method):
     def observe(self, batch: DistillBatch, sample_loss: Tensor, epoch: int) -> None:
         state, terms, weights = self.pending, self.pending_terms, self.pending_weights
         self.pending = self.pending_terms = self.pending_weights = None
-        reward = -sample_loss.float()
+        if self.options.reward == "label":
+            reward = label_reward(batch, weights)
+        else:
+            reward = -sample_loss.float()
         if self.options.reward == "centred":
             reward = reward + self.reward_centring(terms, weights)
         self.agent.observe(state, weights.logit, weights.feature, reward, epoch)
@@ -255,6 +258,25 @@ class MTKDRLOfficial(MTKDRL):
         "teacher weights"
     )
     Options = OfficialOptions
+
+
+def label_reward(batch: DistillBatch, weights: TeacherWeights) -> Tensor:
+    """`reward: label`: how likely the applied weights' mixture of the teachers makes each
+    sample's label, ½(log Σ_k w_ik·p_ik[y_i] + log Σ_k v_ik·p_ik[y_i]) with p_ik teacher k's
+    softmax. It pays for weighting the teachers that are right on the sample, not the ones
+    nearest the student (docs/methods/mtkdrl.md#reward)."""
+    label_probs = torch.stack(
+        [
+            F.softmax(t.logits.float(), dim=1).gather(1, batch.labels[:, None]).squeeze(1)
+            for t in batch.teachers
+        ],
+        dim=1,
+    )
+    reward = (weights.logit.float() * label_probs).sum(1).clamp_min(1e-12).log()
+    if weights.feature is None:
+        return reward
+    feature = (weights.feature.float() * label_probs).sum(1).clamp_min(1e-12).log()
+    return (reward + feature) / 2
 
 
 def _batch_mean(values: Tensor, gather: Callable[[Tensor], Tensor] | None) -> Tensor:

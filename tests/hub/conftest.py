@@ -1,9 +1,10 @@
-"""Fixtures of the Hub tests: a real tiny MTKD-RL run, a timm `resnet18` run directory, and the
-CIFAR run's export."""
+"""Fixtures of the Hub tests: a real tiny MTKD-RL run, a timm `resnet18` run directory, the
+CIFAR run's export, and a copy of the shipped registry."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,9 @@ from mtkdrl.hub import ExportConfig, ExportOptions, export_run
 from mtkdrl.plot import plot_run
 
 from .helpers import CIFAR_MEAN, CIFAR_REPO, CIFAR_STD
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_REGISTRY = REPO_ROOT / "mtkdrl" / "hub" / "registry.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -84,3 +88,13 @@ def resnet18_run(tiny_cifar, teacher_file, tmp_path_factory) -> Path:
     record = {"epoch": 0, "step": 6, "epoch_seconds": 3.0, "val_top1": 12.5, "val_top5": 51.5625}
     (out / "metrics.jsonl").write_text(json.dumps(record) + "\n")
     return out
+
+
+@pytest.fixture
+def registry_copy(tmp_path) -> Path:
+    """The shipped registry copied into a project-like folder, with its recipes beside it."""
+    target = tmp_path / "project" / "mtkdrl" / "hub" / "registry.yaml"
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(SHIPPED_REGISTRY, target)
+    shutil.copytree(REPO_ROOT / "recipes", tmp_path / "project" / "recipes")
+    return target

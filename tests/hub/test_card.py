@@ -105,7 +105,9 @@ def test_card_body_has_results_lineage_recipe_usage_and_plot(cifar_run, cifar_ex
     assert f"mtkdrl {mtkdrl.__version__}" in body
     assert "Hardware (recorded by the run): CPU:" in body and "logical CPUs" in body
     assert "precision `fp32` (set by train.mixed_precision=no)" in body
-    assert "![teacher weights learned during distillation](teacher_weights.png)" in body
+    assert "### Learned teacher weights" in body
+    assert "![learned teacher weights during distillation](teacher_weights.png)" in body
+    assert "Per epoch: each teacher's logit-loss weight, each teacher's feature-loss" in body
     plot = cifar_export / "teacher_weights.png"
     assert plot.read_bytes() == (cifar_run / "teacher_weights.png").read_bytes()
     assert "@inproceedings{yang2025mtkdrl" in body
@@ -215,6 +217,11 @@ def test_teacher_sources_and_licences(tmp_path):
     save_file({"w": torch.zeros(1)}, str(shared))
     origin = provenance(ModelSpec("resnet20_cifar", checkpoint=str(shared)))
     assert origin.license == "BSD-2-Clause" and "akamaster/pytorch_resnet_cifar10" in origin.source
+    tag = provenance(ModelSpec("resnet20_cifar.akamaster_cifar10", pretrained=True))
+    credit = (
+        "[akamaster/pytorch_resnet_cifar10](https://github.com/akamaster/pytorch_resnet_cifar10)"
+    )
+    assert tag.license == "bsd-2-clause" and credit in tag.source  # the packaged recipes' teachers
 
 
 def test_fine_tuned_student_names_its_base_model(cifar_run):

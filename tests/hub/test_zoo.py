@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,21 +10,14 @@ import yaml
 
 from mtkdrl.errors import MtkdrlError
 from mtkdrl.hub.names import check_repo_id
-from mtkdrl.hub.zoo import NOT_TRAINED, TRAINED, Registry, main
-from mtkdrl.recipe import Recipe, overrides_between
+from mtkdrl.hub.zoo import NOT_TRAINED, TRAINED, Registry
+from mtkdrl.hub.zoo_command import main
+from mtkdrl.recipe import Recipe
+from mtkdrl.recipe_diff import overrides_between
 
-REGISTRY = Path(__file__).resolve().parents[2] / "hub_cards" / "registry.yaml"
+from .conftest import SHIPPED_REGISTRY as REGISTRY
+
 NAME = "resnet20-cifar10-test"  # not in the shipped registry
-
-
-@pytest.fixture
-def registry_copy(tmp_path) -> Path:
-    """The shipped registry copied into a project-like folder, with its recipes beside it."""
-    target = tmp_path / "project" / "hub_cards" / "registry.yaml"
-    target.parent.mkdir(parents=True)
-    shutil.copyfile(REGISTRY, target)
-    shutil.copytree(REGISTRY.parents[1] / "recipes", tmp_path / "project" / "recipes")
-    return target
 
 
 def test_shipped_registry_is_consistent_with_its_recipes():

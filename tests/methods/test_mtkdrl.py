@@ -13,7 +13,7 @@ from mtkdrl.checkpoint import flatten_state, unflatten_state
 from mtkdrl.errors import MtkdrlError
 from mtkdrl.losses import kl_per_sample
 from mtkdrl.methods import DistillBatch, TeacherTerms, TeacherWeights
-from mtkdrl.methods.mtkdrl import MTKDRL
+from mtkdrl.methods.mtkdrl import MTKDRL, label_reward
 from mtkdrl.pool import ModelOutputs
 from mtkdrl.recipe import MethodConfig
 from mtkdrl.weighted_loss import WeightedLoss
@@ -401,12 +401,22 @@ def test_centred_reward_measures_each_term_from_its_teachers_batch_mean(agent_up
     assert not torch.allclose(seen[0], -expected_loss(batch, w, alpha, beta), atol=1e-3)
 
 
-def closer_teacher_weights(reward: str, steps: int = 400) -> list[float]:
-    """Two teachers equally right on every label, the first much closer to the (fixed) student:
-    the mean weight `reinforce`'s head gives the closer one after each step."""
+def reinforce_head_trace(reward: str, logits_for, teacher: int, steps: int = 400) -> list[float]:
+    """`reinforce` (its default agent_lr, 1e-3) on two teachers whose logits `logits_for` gives:
+    the mean weight its head gives teacher `teacher` after each step."""
     torch.manual_seed(0)
-    options = {"agent_update": "reinforce", "warmup_epochs": 0}  # its default agent_lr, 1e-3
+    options = {"agent_update": "reinforce", "warmup_epochs": 0}
     loss = mtkdrl_loss("mtkdrl", dims=[4, 4], reward=reward, **options)
+
+    def head_weight(strategy, state):
+        return strategy.agent.policy.sources(state)["logit_agent"][:, teacher].mean().item()
+
+    return agent_trace(loss, logits_for, head_weight, steps)
+
+
+def closer_teacher_weights(reward: str) -> list[float]:
+    """Two teachers equally right on every label, the first much closer to the (fixed) student:
+    the head's weight on the closer one."""
 
     def logits_for(labels, g):
         student = F.one_hot(labels, C).float() * 6 + torch.randn(32, C, generator=g)
@@ -414,10 +424,7 @@ def closer_teacher_weights(reward: str, steps: int = 400) -> list[float]:
         far = F.one_hot(labels, C).float() * 6 + torch.randn(32, C, generator=g) * 2
         return student, (close, far)
 
-    def head_weight(strategy, state):
-        return strategy.agent.policy.sources(state)["logit_agent"][:, 0].mean().item()
-
-    return agent_trace(loss, logits_for, head_weight, steps)
+    return reinforce_head_trace(reward, logits_for, teacher=0)
 
 
 def test_loss_reward_drives_the_agent_to_the_closest_teacher_and_centred_does_not():
@@ -428,6 +435,45 @@ def test_loss_reward_drives_the_agent_to_the_closest_teacher_and_centred_does_no
     centred = closer_teacher_weights("centred")
     assert min(by_loss[-100:]) > 0.95
     assert max(centred[-100:]) < 0.9 and abs(sum(centred[-100:]) / 100 - 0.5) < 0.15
+
+
+def wrong_teacher_weights(reward: str) -> list[float]:
+    """Two teachers: the first confidently wrong on every label and much nearer the (fixed)
+    student, the second right and farther: the head's weight on the right one."""
+
+    def logits_for(labels, g):
+        wrong = F.one_hot((labels + 1) % C, C).float() * 6 + torch.randn(32, C, generator=g)
+        student = wrong + torch.randn(32, C, generator=g) * 0.3
+        right = F.one_hot(labels, C).float() * 6 + torch.randn(32, C, generator=g) * 2
+        return student, (wrong, right)
+
+    return reinforce_head_trace(reward, logits_for, teacher=1)
+
+
+def test_label_reward_weights_the_right_teacher_where_loss_reward_follows_the_near_one():
+    """`reward: label` pays for the label's likelihood under the weighted teachers, so the agent
+    head moves its weight to the teacher that is right, away from a wrong one nearer the
+    student; with r = -loss it moves the other way."""
+    by_label = wrong_teacher_weights("label")
+    by_loss = wrong_teacher_weights("loss")
+    assert min(by_label[-100:]) > 0.9
+    assert max(by_loss[-100:]) < 0.1
+
+
+def test_label_reward_is_the_log_likelihood_of_the_label_under_the_weighted_teachers():
+    labels = torch.tensor([0, 1])
+    right, wrong = torch.tensor([[4.0, 0.0], [0.0, 4.0]]), torch.tensor([[0.0, 4.0], [4.0, 0.0]])
+    teachers = [ModelOutputs(right, right), ModelOutputs(wrong, wrong)]
+    batch = DistillBatch(labels, ModelOutputs(right, right), teachers, [])
+    w = torch.tensor([[0.75, 0.25], [0.25, 0.75]])
+    p_right = torch.sigmoid(torch.tensor(4.0))
+    mixture = torch.stack(
+        [0.75 * p_right + 0.25 * (1 - p_right), 0.25 * p_right + 0.75 * (1 - p_right)]
+    )
+    torch.testing.assert_close(label_reward(batch, TeacherWeights(w)), mixture.log())
+    both = label_reward(batch, TeacherWeights(w, w.flip(1)))
+    flipped = torch.stack([mixture[1], mixture[0]])
+    torch.testing.assert_close(both, (mixture.log() + flipped.log()) / 2)
 
 
 def test_replay_fires_every_agent_step_batches():
