@@ -1,8 +1,10 @@
 """The registry's full-data CIFAR-10 students, trained from `recipes/cifar10_full.yaml`, one run
-each, in order; run it again to continue (a finished student is skipped, a cut-off one resumed).
+each, in order, then exported into `zoo/NAME/` and recorded in the registry (`mtkdrl zoo add
+--measure`, the gain over `resnet20-cifar10-none`); run it again to continue (a finished student
+is skipped, a cut-off one resumed, an exported one left as it is).
 
     python bench/registry_students.py                      # every student, into ../mtkdrl_registry
-    python bench/registry_students.py --students none      # some of them
+    python bench/registry_students.py --students resnet20-cifar10-none   # some of them
 
 Each student is the recipe plus its overrides below; the command each run was made with is the
 first line of its `registry.log`.
@@ -21,16 +23,24 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "cifar10_full.yaml"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 HINT = ["method.feature={kind: hint, stage: 2}", "method.beta=100"]  # beta chosen on shared4
-STUDENTS: dict[str, list[str]] = {
-    "none": ["method.name=none"],
-    "avg_hint": ["method.name=avg", *HINT],
-    "mtkdrl": ["method.name=mtkdrl"],
+BASELINE = "resnet20-cifar10-none"
+STUDENTS: dict[str, list[str]] = {  # registry name -> overrides of the recipe
+    BASELINE: ["method.name=none"],
+    "resnet20-cifar10-avg-hint": ["method.name=avg", *HINT],
+    "resnet20-cifar10-mtkdrl": ["method.name=mtkdrl"],
 }
+ZOO = REPO / "zoo"  # the exports, committed (about 1 MB of safetensors each)
+REGISTRY = REPO / "mtkdrl" / "hub" / "registry.yaml"
+
+
+def run_folder(work: Path, name: str) -> Path:
+    """A student's run folder under `--work`: `none`, `avg-hint`, ..."""
+    return work / name.removeprefix("resnet20-cifar10-")
 
 
 def train(name: str, work: Path) -> None:
     """One student: skipped when finished, resumed when cut off, else started."""
-    out = work / name
+    out = run_folder(work, name)
     if (out / "summary.json").is_file():
         print(f"{name}: finished, in {out}")
         return
@@ -48,6 +58,22 @@ def train(name: str, work: Path) -> None:
     print(f"{name}: finished, in {out}")
 
 
+def export(name: str, work: Path) -> None:
+    """Export a finished student into `zoo/NAME` and record it, its figures measured afresh."""
+    if (ZOO / name / "model.safetensors").is_file():
+        print(f"{name}: exported, in {ZOO / name}")
+        return
+    command = [sys.executable, "-m", "mtkdrl", "zoo", "add", str(run_folder(work, name)),
+               "--name", name, "--registry", str(REGISTRY), "--recipe", str(RECIPE),
+               "--export-dir", str(ZOO / name), "--measure",
+               "--dataset-id", "uoft-cs/cifar10", "--dataset-name", "CIFAR-10"]  # fmt: skip
+    for override in STUDENTS[name]:
+        command += ["--override", override]
+    if name != BASELINE:
+        command += ["--baseline", BASELINE]
+    subprocess.run(command, check=True, env={**os.environ, **OFFLINE})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
@@ -55,6 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     for name in args.students:
         train(name, args.work)
+        export(name, args.work)
 
 
 if __name__ == "__main__":

@@ -235,6 +235,16 @@ class Recipe:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
+    def budget(self, train_images: int) -> str:
+        """The training budget in words, as runs print it and registry entries state it."""
+        optim = self.optim
+        epochs = f"{self.train.epochs} epoch" + ("" if self.train.epochs == 1 else "s")
+        return (
+            f"{epochs} over {train_images:,} training images, "
+            f"batch {self.data.batch_size}, {optim.optimizer} lr {optim.lr:g} with a "
+            f"{optim.schedule} schedule"
+        )
+
     def resolve_paths(self, base: Path) -> None:
         """Make local paths in the recipe relative to the recipe file, as users write them."""
 

@@ -19,6 +19,7 @@ def write_summary(run: Run, teacher_results: list[dict], last: dict, seconds: fl
         "method": recipe.method.name,
         "epochs": recipe.train.epochs,
         "seed": recipe.seed,
+        "train_images": run.data.train_size,
         "last_top1": last["top1"],
         "last_top5": last["top5"],
         "best_top1": state.best_top1,

@@ -243,11 +243,8 @@ def print_plan(run: Run) -> None:
         f"{run.batches_per_epoch} batches/epoch x {recipe.train.epochs} epochs, "
         f"{accelerator.num_processes} process(es)"
     )
-    optim = recipe.optim
     accelerator.print(
-        f"budget: {recipe.train.epochs} epochs over {run.data.train_size:,} training images, "
-        f"batch {recipe.data.batch_size}, {optim.optimizer} lr {optim.lr:g} with a "
-        f"{optim.schedule} schedule (train.epochs, data.train_subset, optim.*)"
+        f"budget: {recipe.budget(run.data.train_size)} (train.epochs, data.train_subset, optim.*)"
     )
     accelerator.print(f"precision {run.precision.label} ({run.precision.reason})")
     for line in run.task.loss.describe():

@@ -74,4 +74,5 @@ def test_the_wheel_alone_works_from_an_empty_folder(dist, shared_data, tmp_path)
            "teacher_cache.views=1", "output_dir=runs/q"], work)  # fmt: skip
     assert (work / "runs" / "q" / "student_best.safetensors").is_file()
     zoo = check([mtkdrl, "zoo", "list"], work)
-    assert "mtkdrl/mtkdrl-resnet20-cifar10-avg" in zoo
+    assert "mtkdrl/mtkdrl-resnet20-cifar10-avg-hint" in zoo
+    assert "mtkdrl/resnet56_cifar.akamaster_cifar10" in zoo

@@ -204,6 +204,8 @@ class Comparison:
         base, args = self.base, self.args
         teachers = ", ".join(t.name for t in base.teachers)
         subset = base.data.train_subset or "all"
+        recorded = list(self.record.rows)  # every row of the record, not this sitting's only
+        features = list(dict.fromkeys(feature for _, feature, _ in recorded))
         command = shlex.join(
             [
                 "mtkdrl",
@@ -211,10 +213,10 @@ class Comparison:
                 self.recipe_path.name,
                 *map(shown_override, args.overrides),
                 "--methods",
-                *args.methods,
-                *(["--features", *args.features] if args.features else []),
+                *dict.fromkeys(method for method, _, _ in recorded),
+                *(["--features", *features] if features != [RECIPE_FEATURE.label] else []),
                 "--seeds",
-                *map(str, args.seeds),
+                *map(str, sorted({seed for _, _, seed in recorded})),
                 "--work",
                 "DIR",
                 "--resume",

@@ -55,36 +55,54 @@ def reference_for(rows: list[Standing], row: Standing, reference: str) -> Standi
     return next((r for r in rows if (r.method, r.feature) == (reference, row.feature)), None)
 
 
-def ties(rows: list[Standing], leader: Standing) -> list[tuple[Standing, Interval]]:
-    """The rows whose paired difference to the leader has an interval that reaches 0."""
+def against_leader(rows: list[Standing], leader: Standing) -> list[tuple[Standing, Interval]]:
+    """Every other row's paired difference to the leader (rows sharing no seed with it left out)."""
     found = []
     for row in rows:
         difference = paired(row.top1, leader.top1) if row is not leader else None
-        if difference is not None and difference.includes_zero:
+        if difference is not None:
             found.append((row, difference))
     return found
+
+
+def seeds_text(count: int) -> str:
+    return f"{count} seed" + ("" if count == 1 else "s")
 
 
 def verdict(rows: list[Standing], reference: str) -> list[str]:
     """The leader, its paired difference to the reference with the same feature term, and the
     rows tied with it; one line each."""
     leader = max(rows, key=lambda r: r.mean)
-    lines = [f"leader: {leader.name}, top-1 {leader.mean:.2f} % over {len(leader.top1)} seeds"]
+    lines = [
+        f"leader: {leader.name}, top-1 {leader.mean:.2f} % over {seeds_text(len(leader.top1))}"
+    ]
     base = reference_for(rows, leader, reference)
     if base is None:
         lines.append(f"no `{reference}` row with the same feature term to measure it against")
     elif base is not leader:
         difference = paired(leader.top1, base.top1)
-        word = "a tie" if difference.includes_zero else "ahead"
+        if difference is None:
+            word = "no seed in common"
+        elif not difference.measured:
+            word = "not decided (one seed: no interval)"
+        else:
+            word = "a tie" if difference.includes_zero else "ahead"
         lines.append(
             f"against {base.name}: {difference} points, paired by seed, 95 % interval: {word}"
         )
-    tied = ties(rows, leader)
+    others = against_leader(rows, leader)
+    tied = [(row, d) for row, d in others if d.includes_zero]
     if tied:
         names = ", ".join(f"{row.name} ({difference})" for row, difference in tied)
         lines.append(f"tied with the leader (paired interval reaches 0): {names}")
-    else:
+    elif any(d.measured for _, d in others):
         lines.append("no row is tied with the leader")
+    undecided = [row.name for row, d in others if not d.measured]
+    if undecided:
+        lines.append(
+            f"not decided against the leader (one seed in common, no interval): "
+            f"{', '.join(undecided)}"
+        )
     return lines
 
 

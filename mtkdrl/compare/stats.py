@@ -35,9 +35,15 @@ class Interval:
         return cls(mean, mean - half, mean + half, len(values))
 
     @property
+    def measured(self) -> bool:
+        """Whether there is an interval at all (two seeds or more)."""
+        return self.low is not None
+
+    @property
     def includes_zero(self) -> bool:
-        """A tie: too few seeds for an interval, or one that reaches 0."""
-        return self.low is None or self.low <= 0 <= self.high
+        """A tie: an interval that reaches 0. One seed has no interval, so it is no tie either:
+        it is not decided (`measured` is False)."""
+        return self.measured and self.low <= 0 <= self.high
 
     def __str__(self) -> str:
         if self.low is None:

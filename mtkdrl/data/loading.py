@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import datasets
@@ -27,7 +28,8 @@ from torch.utils.data import (
 
 from ..errors import MtkdrlError, first_line
 from ..recipe import DataConfig
-from .sources import SplitInfo, load_splits
+from .fingerprint import split_fingerprint
+from .sources import SplitInfo, load_splits, local_source
 from .transforms import EvalTransform, build_train_transform, sample_seed
 
 Transform = Callable[[np.ndarray, int], Tensor]
@@ -100,15 +102,23 @@ class IndexedImages(Dataset):
         seed: int,
         cache_decoded: bool,
         field: str = "data.train_split",
+        local: bool = False,
     ) -> None:
         self.transform, self.seed, self.view, self.field = transform, seed, 0, field
-        self.fingerprint = getattr(rows, "_fingerprint", None)
+        self.rows, self.info, self.local = rows, info, local
         self.labels = np.asarray(rows[info.label_column], dtype=np.int64)
         check_labels(self.labels, info, field)
         self.images = rows.cast_column(info.image_column, datasets.Image(decode=False))
         self.image_column = info.image_column
         self.decoded = self._decode_all() if cache_decoded else None
         self._stacked: Tensor | None = None  # the decoded images as one tensor, made at first use
+
+    @cached_property
+    def fingerprint(self) -> str | None:
+        """The split's identity for resume checks and cache keys (`fingerprint.py`)."""
+        return split_fingerprint(
+            self.rows, self.info.image_column, self.info.label_column, self.local
+        )
 
     def _decode_all(self) -> list[np.ndarray]:
         """Every image decoded once, so that epochs after the first pay only for augmentation."""
@@ -237,8 +247,10 @@ def _train_loader(dataset: Dataset, cfg: DataConfig, seed: int, **batching) -> D
 
 def _eval_loader(cfg: DataConfig, rows: Any, info: SplitInfo, data_config: dict) -> DataLoader:
     rows = _subset(rows, cfg.eval_subset, "data.eval_subset")
+    local = local_source(cfg, cfg.eval_split) is not None
+    transform = EvalTransform(data_config)
     dataset = IndexedImages(
-        rows, info, EvalTransform(data_config), 0, cfg.cache_decoded, "data.eval_split"
+        rows, info, transform, 0, cfg.cache_decoded, "data.eval_split", local=local
     )
     return DataLoader(
         dataset,
@@ -286,7 +298,8 @@ def build_data(
         sampler = None
         refusal = "a streamed split (data.streaming) puts other images at a position each epoch"
     else:
-        train_set = IndexedImages(train_rows, info, transform, seed, cfg.cache_decoded)
+        local = local_source(cfg, cfg.train_split) is not None
+        train_set = IndexedImages(train_rows, info, transform, seed, cfg.cache_decoded, local=local)
         sampler = EpochShuffle(len(train_set), seed)
         batches = BatchSampler(sampler, cfg.batch_size, drop_last=len(train_set) > cfg.batch_size)
         train_loader = _train_loader(train_set, cfg, seed, batch_sampler=batches)

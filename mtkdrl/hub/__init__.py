@@ -6,14 +6,16 @@
 
 from .export import ExportConfig, ExportOptions, export_run
 from .push import PushConfig, push_export
-from .zoo import Registry, ZooEntry
+from .zoo import Registry
+from .zoo_entries import StudentEntry, TeacherEntry
 
 __all__ = [
     "ExportConfig",
     "ExportOptions",
     "PushConfig",
     "Registry",
-    "ZooEntry",
+    "StudentEntry",
+    "TeacherEntry",
     "export_run",
     "push_export",
 ]

@@ -1,16 +1,13 @@
-"""`mtkdrl zoo`: the registry of students we publish (`mtkdrl/hub/registry.yaml`, shipped with the
-package so that `mtkdrl zoo list` works anywhere).
+"""`mtkdrl zoo`: the registry of students we publish and the teachers they learn from
+(`mtkdrl/hub/registry.yaml`, shipped with the package so that `mtkdrl zoo list` works anywhere).
 
-Each entry names a student, its Hub repo, architecture, data set, teachers, method and recipe,
-and either its measured accuracy and the run/export it came from ("trained") or nothing more
-("not yet trained": it needs hardware we do not have). `zoo add` fills an entry from a finished
-run, `zoo list` prints the registry, `zoo card` rewrites an entry's model card and `zoo verify`
-re-measures entries from their exports (`zoo_verify.py`); the command line is `zoo_command.py`.
+Entries are in `zoo_entries.py`. `zoo add` exports a finished run and records it, `zoo list`
+prints the tables a user chooses from, `zoo card` rewrites an entry's model card and `zoo verify`
+re-measures entries as users load them (`zoo_verify.py`); the command line is `zoo_command.py`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -31,69 +28,27 @@ from .export import (
     write_card,
 )
 from .names import DEFAULT_ORG, check_repo_id
-from .run import Score, read_reference, read_run
+from .run import FinishedRun, read_reference, read_run
+from .sections import method_text
+from .zoo_entries import (
+    EXPORTED,
+    STATUSES,
+    StudentEntry,
+    TeacherEntry,
+    build_entry,
+    entry_dict,
+)
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parent / "registry.yaml"
-TRAINED, NOT_TRAINED = "trained", "not yet trained"
 HEADER = """\
-# The students mtkdrl publishes on the Hugging Face Hub, as timm models.
-# Repo ids are ORGANISATION/REPO. Written by `mtkdrl zoo add`; read by `mtkdrl zoo list` and
-# `mtkdrl zoo card`. Paths are relative to this file. An entry "not yet trained" has a recipe and
-# no numbers: accuracies appear only once a run has measured them.
-"""
+# The students mtkdrl publishes on the Hugging Face Hub as timm models, and the pretrained
+# teachers they learn from (by timm tag). Repo ids are ORGANISATION/REPO. Written by
+# `mtkdrl zoo add`; read by `mtkdrl zoo list`, `zoo card` and `zoo verify`. Paths are relative
+# to this file. Figures are top-1/top-5 on the eval split of the entry's recipe; a student's
+# gain is over its `baseline`, the no-KD student of the same schedule. Status words:
+""" + "".join(f"#   {word}: {meaning}\n" for word, meaning in STATUSES.items())
 
-
-@dataclass
-class ZooEntry:
-    """One published (or planned) student."""
-
-    name: str
-    repo: str
-    architecture: str
-    dataset: str
-    method: str
-    teachers: list[str]
-    recipe: str
-    status: str = NOT_TRAINED
-    dataset_id: str | None = None
-    overrides: list[str] = field(default_factory=list)
-    score: Score | None = None
-    weights: str = "best"
-    license: str = "apache-2.0"
-    run_dir: str | None = None
-    export_dir: str | None = None
-    references: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, raw: dict, where: str) -> ZooEntry:
-        """An entry from its registry mapping; errors name the entry (`where`) and the key."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise MtkdrlError(
-                f"{where}: unknown key {unknown[0]!r} (valid keys: {', '.join(sorted(known))})"
-            )
-        try:
-            entry = cls(**raw)
-        except TypeError as err:
-            raise MtkdrlError(f"{where}: {err}") from None
-        if isinstance(entry.score, dict):
-            try:
-                entry.score = Score(**entry.score)
-            except TypeError as err:
-                raise MtkdrlError(f"{where}.score: {err}") from None
-        if entry.status not in (TRAINED, NOT_TRAINED):
-            raise MtkdrlError(
-                f"{where}.status: {entry.status!r} must be {TRAINED!r} or {NOT_TRAINED!r}"
-            )
-        if entry.status == NOT_TRAINED and entry.score is not None:
-            raise MtkdrlError(f"{where}: a student {NOT_TRAINED!r} cannot have a score")
-        return entry
-
-    def to_dict(self) -> dict:
-        """The entry as the registry stores it, without empty fields."""
-        raw = dataclasses.asdict(self)
-        return {k: v for k, v in raw.items() if v not in (None, [], {})}
+Entry = StudentEntry | TeacherEntry
 
 
 @dataclass
@@ -102,7 +57,8 @@ class Registry:
 
     path: Path
     organisation: str = DEFAULT_ORG
-    students: list[ZooEntry] = field(default_factory=list)
+    students: list[StudentEntry] = field(default_factory=list)
+    teachers: list[TeacherEntry] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_REGISTRY) -> Registry:
@@ -117,36 +73,74 @@ class Registry:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise MtkdrlError(f"--registry: {path} is not valid YAML: {err}") from None
-        students = [
-            ZooEntry.from_dict(item, f"{path}: students.{i}")
-            for i, item in enumerate(raw.get("students") or [])
-        ]
-        return cls(path, raw.get("organisation", DEFAULT_ORG), students)
+        registry = cls(
+            path,
+            raw.get("organisation", DEFAULT_ORG),
+            [
+                build_entry(StudentEntry, item, f"{path}: students.{i}")
+                for i, item in enumerate(raw.get("students") or [])
+            ],
+            [
+                build_entry(TeacherEntry, item, f"{path}: teachers.{i}")
+                for i, item in enumerate(raw.get("teachers") or [])
+            ],
+        )
+        registry.check_baselines()
+        return registry
+
+    def check_baselines(self, pending: StudentEntry | None = None) -> None:
+        """Each `baseline` names a student of the same schedule, so its gain compares like with
+        like; one line naming the entry otherwise. `pending` is checked as if it were recorded
+        (before anything is written for it)."""
+        students = {entry.name: entry for entry in self.students}
+        if pending is not None:
+            students[pending.name] = pending
+        for entry in students.values():
+            base = students.get(entry.baseline) if entry.baseline else entry
+            if base is None or base.schedule != entry.schedule:
+                raise MtkdrlError(
+                    f"{self.path}: {entry.name}.baseline: {entry.baseline!r} is not a student of "
+                    f"the same schedule ({entry.schedule!r}); name the no-KD student trained "
+                    "like it"
+                )
 
     def save(self) -> None:
         """Write the registry back (atomically), under its explanatory header."""
         data = {
             "organisation": self.organisation,
-            "students": [entry.to_dict() for entry in self.students],
+            "students": [entry_dict(entry) for entry in self.students],
+            "teachers": [entry_dict(entry) for entry in self.teachers],
         }
         body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
         write_atomic(self.path, (HEADER + body).encode())
 
-    def get(self, name: str) -> ZooEntry:
-        """The entry called `name`; an error listing the valid names otherwise."""
-        for entry in self.students:
+    def get(self, name: str, field_name: str = "NAME") -> Entry:
+        """The student or teacher called `name`; an error listing the valid names otherwise."""
+        for entry in [*self.students, *self.teachers]:
             if entry.name == name:
                 return entry
-        valid = ", ".join(e.name for e in self.students) or "none yet"
-        raise MtkdrlError(f"NAME: unknown zoo entry {name!r}; the registry has: {valid}")
+        valid = ", ".join(e.name for e in [*self.students, *self.teachers]) or "none yet"
+        raise MtkdrlError(f"{field_name}: unknown zoo entry {name!r}; the registry has: {valid}")
 
-    def upsert(self, entry: ZooEntry) -> None:
-        """Add the entry, or replace the one of the same name in place."""
+    def upsert(self, entry: StudentEntry) -> None:
+        """Add the student, or replace the one of the same name in place."""
         names = [e.name for e in self.students]
         if entry.name in names:
             self.students[names.index(entry.name)] = entry
         else:
             self.students.append(entry)
+
+    def gain(self, entry: StudentEntry) -> float | None:
+        """Top-1 points over the entry's baseline, when both are measured."""
+        if entry.baseline is None or entry.score is None:
+            return None
+        base = self.get(entry.baseline)
+        return None if base.score is None else entry.score.top1 - base.score.top1
+
+    def best_teacher(self, entry: StudentEntry) -> TeacherEntry | None:
+        """The entry's measured teacher with the highest top-1 (teachers named by tag only)."""
+        measured = [t for t in self.teachers if t.name in entry.teachers and t.score is not None]
+        return max(measured, key=lambda t: t.score.top1, default=None)
 
     def repo_id(self, repo: str, organisation: str | None = None) -> str:
         """`ORG/REPO`, the organisation being the one given or the registry's setting."""
@@ -171,36 +165,52 @@ def add_run(
     recipe: Path | None = None,
     overrides: tuple[str, ...] = (),
     organisation: str | None = None,
-) -> tuple[ZooEntry, Export]:
-    """Export a finished run and record it in the registry as a trained student."""
+    baseline: str | None = None,
+) -> tuple[StudentEntry, Export]:
+    """Export a finished run and record it in the registry as an exported student."""
     repo = repo or f"mtkdrl-{name}"
     repo_id = check_repo_id(registry.repo_id(repo, organisation), "--repo-name")
     run = read_run(run_dir)
     if recipe is not None:
         overrides = _overrides_reproducing(run.recipe, recipe, overrides)
-    export = export_run(ExportConfig(run_dir, repo_id, export_dir, options))
-    config = json.loads((export_dir / "config.json").read_text())
-    entry = ZooEntry(
+    method = run.recipe.method.name
+    entry = StudentEntry(
         name=name,
         repo=repo,
-        architecture=config["architecture"],
+        architecture=run.recipe.student.name,  # timm's architecture name once exported
         dataset=dataset_display(run.recipe.data, options.dataset_id, options.dataset_name),
-        method=run.recipe.method.name,
-        teachers=[t.name for t in run.recipe.teachers],
+        method=method,
+        teachers=[t.name for t in run.recipe.teachers] if method_text(method).uses_teachers else [],
         recipe=registry.relative(recipe or run_dir / "recipe.yaml"),
-        status=TRAINED,
+        schedule=schedule_of(run),
+        status=EXPORTED,
+        baseline=baseline,
         dataset_id=options.dataset_id,
         overrides=list(overrides),
-        score=export.score,
         weights=options.weights,
         license=options.license,
         run_dir=registry.relative(run_dir),
         export_dir=registry.relative(export_dir),
         references={k: registry.relative(v) for k, v in options.references.items()},
     )
+    registry.check_baselines(entry)  # before the export is written
+    export = export_run(ExportConfig(run_dir, repo_id, export_dir, options))
+    entry.architecture = json.loads((export_dir / "config.json").read_text())["architecture"]
+    entry.score = export.score
     registry.upsert(entry)
     registry.save()
     return entry, export
+
+
+def schedule_of(run: FinishedRun) -> str:
+    """The run's training budget in words; one line when its summary predates the image count."""
+    images = run.summary.get("train_images")
+    if images is None:
+        raise MtkdrlError(
+            f"RUN_DIR: {run.run_dir}/summary.json does not say how many training images the run "
+            "had (an earlier mtkdrl wrote it); train the student again to record it"
+        )
+    return run.recipe.budget(images)
 
 
 def _overrides_reproducing(ran: Recipe, path: Path, given: tuple[str, ...]) -> tuple[str, ...]:
@@ -234,11 +244,11 @@ def regenerate_card(
 ) -> Path:
     """Rewrite a trained entry's README.md from its run, its export and its recorded score."""
     entry = registry.get(name)
-    if entry.status != TRAINED or entry.run_dir is None or entry.export_dir is None:
-        trained = ", ".join(e.name for e in registry.students if e.status == TRAINED) or "none yet"
+    if not isinstance(entry, StudentEntry) or entry.run_dir is None or entry.export_dir is None:
+        exported = ", ".join(e.name for e in registry.students if e.run_dir) or "none yet"
         raise MtkdrlError(
-            f"NAME: zoo entry {name!r} is {entry.status}: it has no run to make a card from "
-            f"(trained entries: {trained})"
+            f"NAME: zoo entry {name!r} ({entry.status}) has no run and export to make a card "
+            f"from (entries that have: {exported})"
         )
     run = read_run(registry.resolve(entry.run_dir))
     folder = registry.resolve(entry.export_dir)
@@ -267,27 +277,69 @@ def regenerate_card(
     return write_card(context, folder, template)
 
 
-def format_table(registry: Registry, organisation: str | None = None) -> str:
-    """The registry as an aligned text table."""
-    headers = ["name", "repo id", "architecture", "data set", "method", "top-1", "top-5"]
-    headers += ["status", "teachers"]
-    rows = [headers]
+def format_table(
+    registry: Registry, organisation: str | None = None, markdown: bool = False
+) -> str:
+    """The students, then the teachers, as aligned text tables (or Markdown): what a user
+    chooses from."""
+    students = [["student", "repo id", "architecture", "method", "top-1", "top-5"]]
+    students[0] += ["gain vs no-KD", "best teacher", "status"]
     for entry in registry.students:
-        score = entry.score
-        rows.append(
+        gain, best = registry.gain(entry), registry.best_teacher(entry)
+        students.append(
+            [
+                entry.name,
+                registry.repo_id(entry.repo, organisation),
+                entry.architecture,
+                entry.method,
+                *_figures(entry),
+                "—" if gain is None else f"{gain:+.2f}",
+                "—" if best is None else f"{best.score.top1:.2f} ({best.architecture})",
+                entry.status,
+            ]
+        )
+    schedules: dict[str, list[str]] = {}
+    for entry in registry.students:
+        if entry.schedule:
+            schedules.setdefault(entry.schedule, []).append(entry.name)
+    trained_as = "".join(f"\n{', '.join(names)}: {text}\n" for text, names in schedules.items())
+    teachers = [["teacher", "repo id", "architecture", "data set", "top-1", "top-5", "status"]]
+    for entry in registry.teachers:
+        teachers.append(
             [
                 entry.name,
                 registry.repo_id(entry.repo, organisation),
                 entry.architecture,
                 entry.dataset,
-                entry.method,
-                "—" if score is None else f"{score.top1:.2f}",
-                "—" if score is None or score.top5 is None else f"{score.top5:.2f}",
+                *_figures(entry),
                 entry.status,
-                ", ".join(entry.teachers),
             ]
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(headers))]
+    if not markdown:
+        return f"{_aligned(students)}\n{trained_as}\n{_aligned(teachers)}"
+    words = "".join(f"- {word}: {meaning}\n" for word, meaning in STATUSES.items())
+    return (
+        "# The mtkdrl zoo\n\nGenerated by `mtkdrl zoo list --markdown` from the registry "
+        "(`mtkdrl/hub/registry.yaml`). Top-1/top-5 (%) are on the eval split of each entry's "
+        "recipe; the gain is over the no-KD student of the same schedule.\n\n"
+        f"{_markdown(students)}\n{trained_as}\n{_markdown(teachers)}\n\nStatus words:\n{words}"
+    )
+
+
+def _figures(entry: Entry) -> list[str]:
+    score = entry.score
+    top5 = None if score is None else score.top5
+    return ["—" if score is None else f"{score.top1:.2f}", "—" if top5 is None else f"{top5:.2f}"]
+
+
+def _aligned(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _markdown(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(row) + " |" for row in rows]
+    lines.insert(1, "|" + " --- |" * len(rows[0]))
+    return "\n".join(lines)

@@ -18,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = CommandParser(add_help=False)
     common.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY, help="registry file")
     common.add_argument("--org", help="Hub organisation (default: the registry's, mtkdrl)")
-    commands.add_parser("list", parents=[common], help="print the registry as a table")
+    listing = commands.add_parser("list", parents=[common], help="print students and teachers")
+    listing.add_argument("--markdown", action="store_true", help="Markdown tables")
     card = commands.add_parser("card", parents=[common], help="rewrite an entry's model card")
     card.add_argument("name", help="the entry's name (see `mtkdrl zoo list`)")
     card.add_argument("--template", type=Path, help="model-card template (default: packaged)")
@@ -36,11 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument(
         "--override", action="append", default=[], help="an override the run used (key=value)"
     )
+    add.add_argument(
+        "--baseline", help="the no-KD student of the same schedule (an entry): the gain is over it"
+    )
     add_card_options(add)
     check = commands.add_parser(
         "verify", parents=[common], help="re-measure entries from their exports (timm local-dir:)"
     )
-    check.add_argument("names", nargs="*", help="entries to verify (default: every trained one)")
+    check.add_argument(
+        "names", nargs="*", help="entries to verify (default: every student exported here)"
+    )
     check.add_argument(
         "--tolerance", type=float, default=TOLERANCE, help="points a figure may be off (0.1)"
     )
@@ -53,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _list(args: argparse.Namespace) -> None:
-    print(format_table(Registry.load(args.registry), args.org))
+    print(format_table(Registry.load(args.registry), args.org, args.markdown))
 
 
 def _card(args: argparse.Namespace) -> None:
@@ -73,6 +79,7 @@ def _add(args: argparse.Namespace) -> None:
         recipe=args.recipe,
         overrides=tuple(args.override),
         organisation=args.org,
+        baseline=args.baseline,
     )
     print(report(export))
     print(f"recorded {args.name!r} in {registry.path}")

@@ -1,8 +1,9 @@
 """`mtkdrl zoo verify`: re-measure registry students from their exported folders, as anyone can.
 
-Each trained entry's export (the Hub layout: `model.safetensors`, `config.json`) is loaded the
-way a user loads it, through timm's `local-dir:`, and evaluated on the eval split its recipe
-names; a top-1 or top-5 more than `tolerance` points from the registry's figure fails.
+Each exported entry (the Hub layout: `model.safetensors`, `config.json`, in this repository) is
+loaded the way a user loads it, through timm's `local-dir:`; a teacher, by its timm tag from the
+Hugging Face cache or the Hub. Each is evaluated on the eval split its recipe names; a top-1 or
+top-5 more than `tolerance` points from the registry's figure fails.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from dataclasses import dataclass
 from ..errors import MtkdrlError
 from ..evaluate import evaluate_model
 from ..recipe import ModelSpec, Recipe
-from .zoo import TRAINED, Registry, ZooEntry
+from .zoo import Entry, Registry
+from .zoo_entries import TeacherEntry
 
 TOLERANCE = 0.1  # points of top-1 / top-5
+EXPORT_FILES = ("model.safetensors", "config.json")
 
 
 @dataclass
@@ -32,18 +35,12 @@ class Verified:
         return max(abs(r - m) for r, m in pairs if r is not None)
 
 
-def verify_entry(registry: Registry, entry: ZooEntry) -> Verified:
-    """Load `entry`'s export through timm and measure it on its recipe's eval split."""
-    if entry.status != TRAINED or entry.export_dir is None or entry.score is None:
+def verify_entry(registry: Registry, entry: Entry) -> Verified:
+    """Load `entry` as a user does and measure it on its recipe's eval split."""
+    if entry.score is None:
         raise MtkdrlError(f"zoo verify: {entry.name!r} is {entry.status}: nothing to verify")
-    folder = registry.resolve(entry.export_dir)
-    if not (folder / "model.safetensors").is_file() or not (folder / "config.json").is_file():
-        raise MtkdrlError(
-            f"zoo verify: {entry.name!r} has no export at {entry.export_dir} (model.safetensors "
-            "and config.json); export it with `mtkdrl zoo add`"
-        )
-    data = Recipe.from_yaml(registry.resolve(entry.recipe), entry.overrides).data
-    result = evaluate_model(ModelSpec(name=f"local-dir:{folder}", pretrained=True), data)
+    data = Recipe.from_yaml(registry.resolve(entry.recipe), getattr(entry, "overrides", [])).data
+    result = evaluate_model(ModelSpec(name=model_name(registry, entry), pretrained=True), data)
     return Verified(
         entry.name,
         (entry.score.top1, entry.score.top5),
@@ -52,11 +49,24 @@ def verify_entry(registry: Registry, entry: ZooEntry) -> Verified:
     )
 
 
+def model_name(registry: Registry, entry: Entry) -> str:
+    """What timm loads: a teacher's tag, or an exported student's folder as `local-dir:`."""
+    if isinstance(entry, TeacherEntry):
+        return entry.name
+    folder = None if entry.export_dir is None else registry.resolve(entry.export_dir)
+    if folder is None or not all((folder / f).is_file() for f in EXPORT_FILES):
+        raise MtkdrlError(
+            f"zoo verify: {entry.name!r} has no export at {entry.export_dir} "
+            f"({' and '.join(EXPORT_FILES)}); export it with `mtkdrl zoo add`"
+        )
+    return f"local-dir:{folder}"
+
+
 def verify(registry: Registry, names: list[str], tolerance: float = TOLERANCE) -> list[Verified]:
-    """Verify the named entries (every trained one when none is named); one error line listing
-    each entry whose figures are off by more than `tolerance` points."""
+    """Verify the named entries (every student exported here when none is named); one error
+    line listing each entry whose figures are off by more than `tolerance` points."""
     entries = [registry.get(n) for n in names] or [
-        e for e in registry.students if e.status == TRAINED
+        e for e in registry.students if e.export_dir is not None
     ]
     results = [verify_entry(registry, entry) for entry in entries]
     for result in results:

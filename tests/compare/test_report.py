@@ -46,6 +46,20 @@ def test_a_leader_ahead_of_avg_is_called_ahead(tmp_path):
     )
 
 
+def test_one_seed_decides_nothing(tmp_path):
+    """With a single seed there is no interval: neither a tie nor ahead, and said so."""
+    record = Record(tmp_path / "results.json", {"train": {"epochs": 30}})
+    for method, top1 in (("avg", 60.0), ("mtkdrl", 62.0), ("ebkd", 50.0)):
+        figures = {"top5": 99.0, "epoch_seconds": 10.0, "peak_memory_mb": 500.0, "threads": 1}
+        record.add({"method": method, "feature": "none", "seed": 0, "top1": top1, **figures})
+    assert verdict(standings(record), "avg") == [
+        "leader: mtkdrl / none, top-1 62.00 % over 1 seed",
+        "against avg / none: +2.00 (1 seed, no interval) points, paired by seed, 95 % interval: "
+        "not decided (one seed: no interval)",
+        "not decided against the leader (one seed in common, no interval): avg / none, ebkd / none",
+    ]
+
+
 def test_compare_md_has_every_row_and_the_grid_of_methods_by_feature(tmp_path):
     text = markdown(standings(make_record(tmp_path)), "avg", "HEADER")
     assert text.startswith("HEADER\n")

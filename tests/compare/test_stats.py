@@ -22,9 +22,9 @@ def test_a_consistent_gain_is_not_a_tie():
     assert str(interval) == "+1.04 [+0.90, +1.18]"
 
 
-def test_one_seed_gives_no_interval_and_counts_as_a_tie():
+def test_one_seed_gives_no_interval_and_decides_nothing():
     interval = Interval.of([3.0])
-    assert interval.low is None and interval.includes_zero
+    assert interval.low is None and not interval.measured and not interval.includes_zero
     assert str(interval) == "+3.00 (1 seed, no interval)"
     assert paired({0: 1.0}, {1: 1.0}) is None
 

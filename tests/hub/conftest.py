@@ -91,10 +91,12 @@ def resnet18_run(tiny_cifar, teacher_file, tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def registry_copy(tmp_path) -> Path:
-    """The shipped registry copied into a project-like folder, with its recipes beside it."""
+def registry_copy(tmp_path, shared_data) -> Path:
+    """The shipped registry copied into a project-like folder, with its recipes beside it and
+    the shared data where they look for it (`../shared`)."""
     target = tmp_path / "project" / "mtkdrl" / "hub" / "registry.yaml"
     target.parent.mkdir(parents=True)
     shutil.copyfile(SHIPPED_REGISTRY, target)
     shutil.copytree(REPO_ROOT / "recipes", tmp_path / "project" / "recipes")
+    (tmp_path / "shared").symlink_to(shared_data.parent)
     return target

@@ -1,4 +1,5 @@
-"""`mtkdrl zoo`: the shipped registry, `zoo add` from a real run, `zoo list` and `zoo card`."""
+"""`mtkdrl zoo`: the shipped registry (students, their teachers by timm tag, status words that
+mean one thing each), `zoo add` from a real run, `zoo list` and `zoo card`."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
+import timm
 import yaml
 
 from mtkdrl.errors import MtkdrlError
 from mtkdrl.hub.names import check_repo_id
-from mtkdrl.hub.zoo import NOT_TRAINED, TRAINED, Registry
+from mtkdrl.hub.sections import method_text
+from mtkdrl.hub.zoo import Registry
 from mtkdrl.hub.zoo_command import main
+from mtkdrl.hub.zoo_entries import EXPORTED, PLANNED
 from mtkdrl.recipe import Recipe
 from mtkdrl.recipe_diff import overrides_between
 
@@ -22,30 +26,55 @@ NAME = "resnet20-cifar10-test"  # not in the shipped registry
 
 def test_shipped_registry_is_consistent_with_its_recipes():
     registry = Registry.load(REGISTRY)
-    assert registry.organisation == "mtkdrl" and registry.students
+    assert registry.organisation == "mtkdrl" and registry.students and registry.teachers
     for entry in registry.students:
         assert check_repo_id(registry.repo_id(entry.repo)).startswith("mtkdrl/mtkdrl-")
-        if entry.status == NOT_TRAINED:
+        if entry.status == PLANNED:
             assert entry.score is None and entry.run_dir is None and entry.export_dir is None
         recipe = Recipe.from_yaml(registry.resolve(entry.recipe), entry.overrides)
         assert recipe.student.name.split(".")[0] == entry.architecture
-        assert [t.name for t in recipe.teachers] == entry.teachers
         assert recipe.method.name == entry.method
+        used = method_text(entry.method).uses_teachers
+        assert entry.teachers == ([t.name for t in recipe.teachers] if used else [])
+        if entry.baseline is not None:
+            assert registry.get(entry.baseline).method == "none"
+    for teacher in registry.teachers:  # the tag, its Hub repository and its architecture agree
+        cfg = timm.models.get_pretrained_cfg(teacher.name)
+        assert cfg.hf_hub_id == registry.repo_id(teacher.repo)
+        assert teacher.architecture == teacher.name.split(".")[0] and teacher.score.count == 5000
+        assert cfg.license == teacher.license and cfg.origin_url == teacher.source
+    cifar = [e for e in registry.students if e.architecture.endswith("_cifar")]
+    assert {t for e in cifar for t in e.teachers} <= {t.name for t in registry.teachers}
 
 
-def test_zoo_list_prints_the_registry(capsys):
+def test_zoo_list_prints_students_then_teachers(capsys):
     assert main(["list", "--registry", str(REGISTRY)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split()[:3] == ["name", "repo", "id"]
-    for entry in Registry.load(REGISTRY).students:
+    assert out[0].split()[:3] == ["student", "repo", "id"]
+    registry = Registry.load(REGISTRY)
+    for entry in [*registry.students, *registry.teachers]:
         (line,) = [row for row in out if row.startswith(entry.name + " ")]
-        assert f"mtkdrl/{entry.repo}" in line and entry.status in line
-        if entry.status == NOT_TRAINED:
+        assert f"mtkdrl/{entry.repo}" in line and line.endswith(entry.status)
+        if entry.score is None:
             assert "—" in line
-        else:  # a real student: its measured top-1 and top-5 are in the table
-            assert f"{entry.score.top1:.2f}" in line and f"{entry.score.top5:.2f}" in line
+        else:  # measured: its top-1 and top-5 are in the table
+            assert f"{entry.score.top1:.2f}  {entry.score.top5:.2f}" in line
+    (teacher_header,) = [i for i, row in enumerate(out) if row.startswith("teacher ")]
+    assert all(out.index(row) < teacher_header for row in out if row.startswith("resnet20-"))
+    (line,) = [row for row in out if row.startswith("resnet20-cifar10-mtkdrl ")]
+    assert "83.32 (resnet56_cifar)" in line  # its best teacher, measured on the same split
+    schedule = registry.get("resnet20-cifar10-none").schedule
+    assert any(row.endswith(f": {schedule}") and "resnet20-cifar10-none" in row for row in out)
     assert main(["list", "--registry", str(REGISTRY), "--org", "elsewhere"]) == 0
     assert "elsewhere/mtkdrl-" in capsys.readouterr().out
+
+
+def test_the_published_zoo_table_is_generated_from_the_registry(capsys):
+    """docs/results/zoo.md is `mtkdrl zoo list --markdown` output, never edited by hand."""
+    assert main(["list", "--markdown"]) == 0
+    table = capsys.readouterr().out
+    assert "| resnet56_cifar.akamaster_cifar10 | mtkdrl/resnet56_cifar.akamaster_cifar10 |" in table
+    assert (REGISTRY.parents[2] / "docs" / "results" / "zoo.md").read_text() == table
 
 
 def test_zoo_add_records_the_run_and_card_regenerates(cifar_run, registry_copy, tmp_path, capsys):
@@ -58,8 +87,11 @@ def test_zoo_add_records_the_run_and_card_regenerates(cifar_run, registry_copy, 
     summary = json.loads((cifar_run / "summary.json").read_text())
     registry = Registry.load(registry_copy)
     entry = registry.get(NAME)
-    assert entry.status == TRAINED and entry.score.top1 == summary["best_top1"]
+    assert entry.status == EXPORTED and entry.score.top1 == summary["best_top1"]
     assert entry.teachers == ["resnet20_cifar", "resnet32_cifar"] and entry.method == "mtkdrl"
+    assert entry.schedule == f"2 epochs over {summary['train_images']} training images, " + (
+        "batch 16, sgd lr 0.05 with a constant schedule"
+    )
     assert registry.resolve(entry.export_dir).resolve() == export_dir.resolve()
     assert not Path(entry.run_dir).is_absolute()
     assert [e.name for e in registry.students][:2] == [
@@ -69,8 +101,8 @@ def test_zoo_add_records_the_run_and_card_regenerates(cifar_run, registry_copy, 
     assert registry_copy.read_text().startswith("# The students mtkdrl publishes")
     capsys.readouterr()
     assert main(["list", *args]) == 0
-    (line,) = [row for row in capsys.readouterr().out.splitlines() if row.startswith(NAME)]
-    assert f"{summary['best_top1']:.2f}" in line and TRAINED in line and NOT_TRAINED not in line
+    (line,) = [row for row in capsys.readouterr().out.splitlines() if row.startswith(NAME + " ")]
+    assert f"{summary['best_top1']:.2f}" in line and line.endswith(EXPORTED)
 
     card = (export_dir / "README.md").read_text()
     (export_dir / "README.md").unlink()
@@ -113,13 +145,75 @@ def test_zoo_add_records_the_overrides_that_reproduce_the_run(cifar_run, registr
 def test_zoo_errors_name_the_entry_and_the_valid_ones(registry_copy, tmp_path, capsys):
     assert main(["card", "nope", "--registry", str(registry_copy)]) == 2
     err = capsys.readouterr().err
-    names = ", ".join(entry.name for entry in Registry.load(REGISTRY).students)
+    shipped = Registry.load(REGISTRY)
+    names = ", ".join(entry.name for entry in [*shipped.students, *shipped.teachers])
     assert err == f"mtkdrl: error: NAME: unknown zoo entry 'nope'; the registry has: {names}\n"
     assert main(["card", "resnet18-imagenet1k-mtkdrl", "--registry", str(registry_copy)]) == 2
-    assert "is not yet trained: it has no run to make a card from" in capsys.readouterr().err
+    assert "(planned) has no run and export to make a card from" in capsys.readouterr().err
     assert main(["list", "--registry", str(tmp_path / "none.yaml")]) == 2
     assert "no registry file at" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"students": [{"name": "x", "top1": 99.0}]}))
     with pytest.raises(MtkdrlError, match=r"students.0: unknown key 'top1'"):
         Registry.load(bad)
+
+
+STUDENT = {
+    "name": "s",
+    "repo": "mtkdrl-s",
+    "architecture": "resnet20_cifar",
+    "dataset": "CIFAR-10",
+    "method": "avg",
+    "recipe": "r.yaml",
+}
+SCORE = {"top1": 60.0, "top5": 95.0, "split": "validation"}
+BAD_ENTRIES = {
+    "unknown status": (
+        {"status": "not yet trained"},
+        "students.0.status: 'not yet trained' must be one of planned, trained, exported, published",
+    ),
+    "planned with figures": ({"score": SCORE}, "students.0: a 'planned' entry has no score"),
+    "trained without figures": ({"status": "trained"}, "a 'trained' entry needs its score"),
+    "exported without a folder": (
+        {"status": "exported", "score": SCORE},
+        "students.0: an 'exported' entry needs its export_dir",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ENTRIES))
+def test_status_words_and_fields_must_agree(case, tmp_path):
+    fields, message = BAD_ENTRIES[case]
+    path = tmp_path / "registry.yaml"
+    path.write_text(yaml.safe_dump({"students": [{**STUDENT, **fields}]}))
+    with pytest.raises(MtkdrlError) as caught:
+        Registry.load(path)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_baseline_of_another_schedule_is_refused(tmp_path):
+    none = {**STUDENT, "name": "n", "method": "none", "schedule": "30 epochs over 2,000 images"}
+    student = {**STUDENT, "schedule": "30 epochs over 50,000 images", "baseline": "n"}
+    path = tmp_path / "registry.yaml"
+    path.write_text(yaml.safe_dump({"students": [none, student]}))
+    with pytest.raises(MtkdrlError, match=r"s.baseline: 'n' is not a student of the same schedule"):
+        Registry.load(path)
+    none["schedule"] = student["schedule"]
+    path.write_text(yaml.safe_dump({"students": [none, student]}))
+    assert Registry.load(path).gain(Registry.load(path).get("s")) is None  # neither measured
+    for entry, top1 in ((none, 58.5), (student, 61.25)):
+        entry.update(status="trained", score={**SCORE, "top1": top1})
+    path.write_text(yaml.safe_dump({"students": [none, student]}))
+    registry = Registry.load(path)
+    assert registry.gain(registry.get("s")) == pytest.approx(2.75)
+
+
+def test_zoo_add_checks_the_baseline_before_writing_anything(cifar_run, registry_copy, tmp_path):
+    args = ["add", str(cifar_run), "--registry", str(registry_copy)]
+    planned = ["--baseline", "resnet20-cifar10-none"]  # the full-data schedule, not this run's
+    assert main([*args, "--name", "b", "--export-dir", str(tmp_path / "b"), *planned]) == 2
+    assert not (tmp_path / "b").exists() and "'b'" not in registry_copy.read_text()
+    assert main([*args, "--name", "a", "--export-dir", str(tmp_path / "a")]) == 0
+    assert main([*args, "--name", "b", "--export-dir", str(tmp_path / "b"), "--baseline", "a"]) == 0
+    registry = Registry.load(registry_copy)
+    assert registry.get("b").baseline == "a" and registry.gain(registry.get("b")) == 0.0

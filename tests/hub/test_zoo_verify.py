@@ -3,12 +3,17 @@ registry's figures; a tampered weights file or figure fails in one line naming t
 
 from __future__ import annotations
 
+import shutil
+
+import huggingface_hub
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from mtkdrl.hub.zoo import Registry
 from mtkdrl.hub.zoo_command import main
+
+from .helpers import populate_hub_cache
 
 NAME = "resnet20-cifar10-verify"
 
@@ -54,6 +59,31 @@ def test_verify_fails_on_a_figure_off_by_more_than_the_tolerance(added, capsys):
     assert main(["verify", NAME, "--registry", str(registry_path), "--tolerance", "0.3"]) == 0
 
 
-def test_verify_of_an_untrained_entry_says_so(registry_copy, capsys):
+def test_verify_of_a_planned_entry_says_so(registry_copy, capsys):
     assert main(["verify", "vit-tiny-imagenet1k-mtkdrl", "--registry", str(registry_copy)]) == 2
-    assert "is not yet trained: nothing to verify" in capsys.readouterr().err
+    assert "'vit-tiny-imagenet1k-mtkdrl' is planned: nothing to verify" in capsys.readouterr().err
+
+
+def test_verify_loads_a_teacher_by_its_tag_from_the_hub_cache(
+    registry_copy, shared_data, tmp_path, monkeypatch, capsys
+):
+    """The shared ResNet-20 laid out as its Hub repository in an offline cache; the registry's
+    figure re-measures, and a figure moved by half a point fails."""
+    name = "resnet20_cifar.akamaster_cifar10"
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copyfile(
+        shared_data / "teachers" / "cifar10_resnet20.safetensors", repo / "model.safetensors"
+    )
+    populate_hub_cache(tmp_path / "hub", f"mtkdrl/{name}", repo)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    capsys.readouterr()
+    assert main(["verify", name, "--registry", str(registry_copy)]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith(f"{name}: top-1 81.22 (recorded 81.22)") and "5000 images" in line
+    registry = Registry.load(registry_copy)
+    registry.get(name).score.top1 += 0.5
+    registry.save()
+    assert main(["verify", name, "--registry", str(registry_copy)]) == 2
+    assert f"{name} is off by 0.50 points" in capsys.readouterr().err

@@ -28,7 +28,7 @@ from mtkdrl.checkpoint import _read_pair
 from mtkdrl.outputs import read_records
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-MIN_KILLS = 5
+MIN_KILLS = 3
 
 
 def recipe_file(tmp: Path, tiny_run, name: str, method: str, seed: int, processes: int = 1) -> Path:

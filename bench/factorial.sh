@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Issue 24's factorial comparison, in the order its question needs it: the hint column first
+# (every weighting method with the feature term that matters, plus MTKD-RL's label reward), the
+# held-out pool on the chosen defaults only, then seeds 3-4 of the hint column, then the `none`
+# and `map` columns. Resumable: recorded runs are skipped, a cut-off run continues; the records
+# are docs/results/compare/<pool>/results.json. One thread per run (run it beside other work):
+#   OMP_NUM_THREADS=1 bash bench/factorial.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HINT="hint:stage=2,beta=100"  # beta chosen on shared4 (docs/results/README.md)
+LABEL="mtkdrl:agent_update=reinforce,reward=label"
+WEIGHTING=(avg mtkdrl "$LABEL" ebkd aekd ca_mkd amtml mmkd)
+run() { python bench/compare.py "$@"; }
+for seed in 0 1 2 3 4; do
+  run --pools shared4+swapped shared4+weak --methods "${WEIGHTING[@]}" --features "$HINT" --seeds "$seed"
+  run --pools shared4+wrong44 --methods avg mtkdrl "$LABEL" --features "$HINT" --seeds "$seed"
+done
+for seed in 0 1 2; do
+  run --pools shared4+swapped shared4+weak --methods avg ebkd aekd ca_mkd amtml mtkdrl mmkd \
+    --features none map --seeds "$seed"
+  run --pools shared4+wrong44 --methods avg mtkdrl --features none --seeds "$seed"
+done
