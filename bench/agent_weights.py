@@ -158,7 +158,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "agent_weights.json").write_text(json.dumps(curves, indent=2))
     command = shlex.join(["python", "bench/agent_weights.py", "--pool", args.pool, "--methods",
-                          *args.methods, "--feature", args.feature])  # fmt: skip
+                          *args.methods, "--feature", args.feature,
+                          "--seeds", *map(str, args.seeds)])  # fmt: skip
     markdown = table(curves, args.pool, args.warmup) + f"\n\n`{command}`\n"
     (out / "agent_weights.md").write_text(markdown)
     plot(curves, num_teachers, out / "agent_weights.png")
