@@ -24,6 +24,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare
 
+from mtkdrl import METHODS
 from mtkdrl.compare.command import run_dir
 from mtkdrl.outputs import read_epochs
 
@@ -32,15 +33,15 @@ WRONG_CLASSES = {
     "shared4+wrong44": tuple(sorted(c for pair in compare.WRONG44_SWAPS for c in pair)),
 }
 SOURCES = ("agent", "confidence", "gap")
-DEFAULT_MIX = [1.0, 1.0, 1.0]
 
 
 def mix_shares(run_dir: Path, epoch: dict) -> list[float]:
     """The logit mix of (agent, confidence, gap) the run used at this epoch."""
     if "mix_logit/agent" in epoch:  # dynamic: learned, logged per epoch
         return [epoch[f"mix_logit/{s}"] for s in SOURCES]
-    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
-    mix = recipe["method"]["options"].get("logit_mix", DEFAULT_MIX)
+    method = yaml.safe_load((run_dir / "recipe.yaml").read_text())["method"]
+    default = METHODS.lookup(method["name"], "method.name").Options().logit_mix  # mtkdrl: no gap
+    mix = method["options"].get("logit_mix", default)
     return [m / sum(mix) for m in mix]
 
 
