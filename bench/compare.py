@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 RECIPE = REPO / "recipes" / "cifar10_mtkdrl.yaml"
 WEAK_TEACHER_RECIPE = REPO / "recipes" / "cifar10_weak_teacher.yaml"
+WEAK_TEACHER = REPO / "bench" / "teachers" / "cifar10_resnet20_weak.safetensors"
 RESULTS = REPO / "docs" / "results" / "compare"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 SUBSET, EPOCHS, BATCH_SIZE = 2000, 30, 64
@@ -93,14 +95,20 @@ def wrong_teacher(work: Path) -> Path:
 
 
 def weak_teacher(work: Path) -> Path:
-    """The weak pool's extra teacher, trained once from its recipe."""
+    """The weak pool's extra teacher: the committed file (`WEAK_TEACHER`), made once from its
+    recipe where it is missing. Committed, so that every machine compares the same weights (the
+    record holds their hash) rather than a retraining that float kernels make differ."""
+    if WEAK_TEACHER.is_file():
+        return WEAK_TEACHER
     out = work / "teachers" / "weak"
     if not (out / "summary.json").is_file():
         flag = "--resume" if (out / "checkpoints" / "latest").is_file() else "--overwrite"
         command = [sys.executable, "-m", "mtkdrl", "distill", str(WEAK_TEACHER_RECIPE),
                    f"output_dir={out}", flag]  # fmt: skip
         subprocess.run(command, check=True, env={**os.environ, **OFFLINE})
-    return out / "student_last.safetensors"
+    WEAK_TEACHER.parent.mkdir(exist_ok=True)
+    shutil.copyfile(out / "student_last.safetensors", WEAK_TEACHER)
+    return WEAK_TEACHER
 
 
 MADE_TEACHERS = {"@weak": weak_teacher, "@wrong44": wrong_teacher}
