@@ -5,12 +5,15 @@
 # and `map` columns. Resumable: recorded runs are skipped, a cut-off run continues; the records
 # are docs/results/compare/<pool>/results.json. One thread per run (run it beside other work):
 #   OMP_NUM_THREADS=1 bash bench/factorial.sh
+# (COMPARE_OUT=DIR writes the records elsewhere, e.g. when this runs from a copy of the repo.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HINT="hint:stage=2,beta=100"  # beta chosen on shared4 (docs/results/README.md)
 LABEL="mtkdrl:agent_update=reinforce,reward=label"
-WEIGHTING=(avg mtkdrl "$LABEL" ebkd aekd ca_mkd amtml mmkd)
-run() { python bench/compare.py "$@"; }
+# ca_mkd has no hint row: it feeds the student's map to each teacher's classifier head, which
+# takes the last stage's width (64), and the hint term reads stage 2 (32 channels).
+WEIGHTING=(avg mtkdrl "$LABEL" ebkd aekd amtml mmkd)
+run() { python bench/compare.py "$@" ${COMPARE_OUT:+--out "$COMPARE_OUT"}; }
 for seed in 0 1 2 3 4; do
   run --pools shared4+swapped shared4+weak --methods "${WEIGHTING[@]}" --features "$HINT" --seeds "$seed"
   run --pools shared4+wrong44 --methods avg mtkdrl "$LABEL" --features "$HINT" --seeds "$seed"
