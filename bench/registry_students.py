@@ -59,13 +59,14 @@ def train(name: str, work: Path) -> None:
 
 
 def export(name: str, work: Path) -> None:
-    """Export a finished student into `zoo/NAME` and record it, its figures measured afresh."""
+    """Export a finished student into `zoo/NAME` and record it, its figures measured afresh: the
+    last epoch's weights, so no figure is picked on the split it is reported on."""
     if (ZOO / name / "model.safetensors").is_file():
         print(f"{name}: exported, in {ZOO / name}")
         return
     command = [sys.executable, "-m", "mtkdrl", "zoo", "add", str(run_folder(work, name)),
                "--name", name, "--registry", str(REGISTRY), "--recipe", str(RECIPE),
-               "--export-dir", str(ZOO / name), "--measure",
+               "--export-dir", str(ZOO / name), "--measure", "--weights", "last",
                "--dataset-id", "uoft-cs/cifar10", "--dataset-name", "CIFAR-10"]  # fmt: skip
     for override in STUDENTS[name]:
         command += ["--override", override]

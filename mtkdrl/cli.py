@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -67,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command][1](argv[1:])
     except SystemExit as stop:  # the command's parser refused its arguments, or printed --help
         return stop.code if isinstance(stop.code, int) else 2
+    except BrokenPipeError:  # the reader stopped early (`mtkdrl zoo list | head`): no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # quiet flush at exit
+        return 0
 
 
 if __name__ == "__main__":

@@ -17,6 +17,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 
 
+def pytest_configure(config) -> None:
+    """Under `pytest -n N` each worker gets its share of the cores, its subprocesses too, so that
+    parallel tests do not oversubscribe them (torch threads that wait on each other are slow)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The shared CIFAR-10 data folder; tests that need it fail loudly where it is absent."""

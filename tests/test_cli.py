@@ -4,6 +4,7 @@ starts without runpy's warning, and the package's `distill` stays the function."
 from __future__ import annotations
 
 import importlib
+import io
 import os
 import subprocess
 import sys
@@ -35,3 +36,24 @@ def test_the_package_distill_is_the_function_after_the_command_is_imported():
     from mtkdrl import distill
 
     assert distill is importlib.import_module("mtkdrl.train").distill
+
+
+class _ClosedPipe(io.StringIO):
+    """A stdout whose reader has gone, as `mtkdrl zoo list | head` leaves it."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def fileno(self) -> int:
+        return self.fd
+
+
+def test_a_reader_that_stops_early_is_no_error(tmp_path, monkeypatch, capsys):
+    with open(tmp_path / "stdout", "w") as target:
+        monkeypatch.setattr(sys, "stdout", _ClosedPipe(target.fileno()))
+        assert main(["zoo", "list"]) == 0
+    assert capsys.readouterr().err == ""

@@ -1,13 +1,12 @@
 """`mtkdrl distill`: dry runs of every recipe and one clear line for every bad input."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from mtkdrl import Recipe, distill
+from mtkdrl.cli import main as cli
 from mtkdrl.errors import MtkdrlError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,12 +45,6 @@ def test_dry_run_with_mtkdrl_on_a_cnn_and_a_vit_teacher(tmp_path):
     assert all(torch.isfinite(torch.tensor(summary["losses"])))
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mtkdrl", *args], capture_output=True, text=True, cwd=REPO
-    )
-
-
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -69,13 +62,15 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         ),
     ],
 )
-def test_bad_input_gives_one_clear_line(cli_recipe, teacher_file, override, message):
+def test_bad_input_gives_one_clear_line(cli_recipe, teacher_file, override, message, capsys):
+    """The `mtkdrl` command's own entry point, in this process (tests/test_cli.py starts it as a
+    process)."""
     override = override.replace("__T20__", teacher_file(20))
-    result = run_cli("distill", str(cli_recipe), override)
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("mtkdrl: error:")]
-    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert cli(["distill", str(cli_recipe), override]) == 2
+    stderr = capsys.readouterr().err
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("mtkdrl: error:")]
+    assert len(errors) == 1 and message in errors[0], stderr
 
 
 def test_teacher_with_other_class_count_is_refused(tiny_cifar, tmp_path):

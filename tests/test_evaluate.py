@@ -1,10 +1,8 @@
-"""`python -m mtkdrl.evaluate` reproduces the shared teachers' published val accuracies."""
+"""`mtkdrl evaluate` reproduces the shared teachers' published val accuracies."""
 
 import json
-import subprocess
-import sys
 
-from mtkdrl.evaluate import data_config_from_arg, evaluate_model
+from mtkdrl.evaluate import data_config_from_arg, evaluate_model, main
 from mtkdrl.recipe import ModelSpec
 
 README_TOP1_RESNET20 = 81.22  # ../shared/data/README.md
@@ -21,12 +19,9 @@ def test_shared_teacher_accuracy_matches_readme(shared_data, teacher_file):
     assert abs(result["top1"] - README_TOP1_RESNET20) <= 0.05
 
 
-def test_cli_prints_and_writes_json(shared_data, teacher_file, tmp_path):
+def test_cli_prints_and_writes_json(shared_data, teacher_file, tmp_path, capsys):
     out = tmp_path / "eval.json"
     command = [
-        sys.executable,
-        "-m",
-        "mtkdrl.evaluate",
         "--model",
         "resnet20_cifar",
         "--checkpoint",
@@ -38,18 +33,14 @@ def test_cli_prints_and_writes_json(shared_data, teacher_file, tmp_path):
         "--out",
         str(out),
     ]
-    result = subprocess.run(command, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert "top-1" in result.stdout
+    assert main(command) == 0
+    assert "top-1" in capsys.readouterr().out
     saved = json.loads(out.read_text())
     assert saved["count"] == 500 and 70 < saved["top1"] < 95
 
 
-def test_cli_error_on_wrong_checkpoint(shared_data, teacher_file):
+def test_cli_error_on_wrong_checkpoint(shared_data, teacher_file, capsys):
     command = [
-        sys.executable,
-        "-m",
-        "mtkdrl.evaluate",
         "--model",
         "resnet32_cifar",
         "--checkpoint",
@@ -57,6 +48,6 @@ def test_cli_error_on_wrong_checkpoint(shared_data, teacher_file):
         "--data",
         str(shared_data / "cifar10-jpeg" / "val.parquet"),
     ]
-    result = subprocess.run(command, capture_output=True, text=True)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "does not fit model 'resnet32_cifar'" in result.stderr
+    assert main(command) == 2
+    stderr = capsys.readouterr().err
+    assert "Traceback" not in stderr and "does not fit model 'resnet32_cifar'" in stderr

@@ -1,13 +1,12 @@
 """`mtkdrl plot`: a PNG of the teacher weights and accuracy from a real (tiny) MTKD-RL run."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
 
 from mtkdrl import Recipe, distill
+from mtkdrl.cli import main as cli
 from mtkdrl.errors import MtkdrlError
 from mtkdrl.plot import (
     draw_histogram,
@@ -28,12 +27,7 @@ def test_plot_of_a_real_mtkdrl_run(tiny_run, tmp_path):
     assert ["val_top1" in r for r in epochs] == [False, True, True]  # eval_every=2 and the last
     assert {"w_logit_mean/0", "w_feature_std/1", "mix_logit/agent"} <= set(epochs[-1])
     assert epochs[0]["w_logit_mean/0"] == 1.0  # warm-up weight of the official code
-    done = subprocess.run(
-        [sys.executable, "-m", "mtkdrl", "plot", str(tmp_path / "run")],
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
+    assert cli(["plot", str(tmp_path / "run")]) == 0
     image = Image.open(tmp_path / "run" / "teacher_weights.png")
     assert image.format == "PNG" and image.size[0] > 2 * image.size[1]  # three panels side by side
 

@@ -10,6 +10,8 @@ what it reads). Runs go seed by seed, so each finished seed pairs every row.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import shlex
@@ -21,9 +23,11 @@ from pathlib import Path
 
 import yaml
 
+from ..data import load_splits
 from ..errors import CommandParser, MtkdrlError, exit_code
 from ..outputs import read_epochs
 from ..recipe import Recipe, parse_value
+from ..train import distill
 from .record import Record, budget_of, without_paths
 from .report import markdown, plot, standings, verdict
 from .rows import RECIPE_FEATURE, Row, feature_row, method_row
@@ -107,9 +111,7 @@ class Comparison:
         self.features = (
             [feature_row(t) for t in args.features] if args.features else [RECIPE_FEATURE]
         )
-        for method in self.methods:  # every row's recipe checked before hours of runs
-            for feature in self.features:
-                Recipe.from_yaml(self.recipe_path, self.overrides(method, feature, 0))
+        self.check_rows()
         out = args.out or args.work
         self.out = out
         self.record = Record.open(out / "results.json", budget_of(base))
@@ -119,6 +121,22 @@ class Comparison:
                 "or another --work"
             )
         self.child: subprocess.Popen | None = None
+
+    def check_rows(self) -> None:
+        """Build every (method, feature) row and take two steps on random inputs before hours of
+        runs, so a pairing that cannot run (a method that refuses a feature term, say) is refused
+        now in one line, not when its turn comes."""
+        classes = self.base.data.num_classes or load_splits(self.base.data)[2].num_classes
+        for method in self.methods:
+            for feature in self.features:
+                overrides = [*self.overrides(method, feature, 0), f"data.num_classes={classes}"]
+                try:
+                    with contextlib.redirect_stdout(io.StringIO()):
+                        distill(self.recipe_path, overrides, dry_run=True)
+                except MtkdrlError as error:
+                    raise MtkdrlError(
+                        f"row {method.label} / {feature.label} cannot run: {error}"
+                    ) from None
 
     def overrides(self, method: Row, feature: Row, seed: int) -> list[str]:
         return [*self.args.overrides, *feature.overrides, *method.overrides, f"seed={seed}"]

@@ -77,3 +77,14 @@ def test_compare_resumes_after_a_kill_and_prints_its_verdict(
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "train.epochs: 1 -> 2" in err
     assert rows(work) == final  # the record is untouched
+
+
+def test_a_row_that_cannot_run_is_refused_before_any_run(user_recipe, tmp_path, capsys):
+    work = tmp_path / "work"
+    args = [str(user_recipe), "--methods", "avg", "ca_mkd", "--features", "hint:stage=2,beta=50",
+            "--seeds", "0", "--work", str(work)]  # fmt: skip
+    assert main(args) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the data set's progress bars
+    assert last.startswith("mtkdrl: error: row ca_mkd / hint:stage=2,beta=50 cannot run: "), last
+    assert "method.feature" in last
+    assert not (work / "runs").exists() and rows(work) == []  # refused before the first run

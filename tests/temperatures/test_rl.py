@@ -95,7 +95,7 @@ GROUP_A, GROUP_B = torch.tensor([0.9, 0.9, 0.8]), torch.tensor([0.2, 0.2, 0.05])
 GROUPS = (GROUP_A, GROUP_B)
 
 
-def train_on_two_groups(policy, updates: int = 400) -> tuple[float, float]:
+def train_on_two_groups(policy, updates: int = 150) -> tuple[float, float]:
     """Group A's best T is 2, group B's 8; each batch of 8 mixes both, and its reward is minus
     the mean distance to the best T. Returns the mean T the agent gives (A, B) at the end."""
     torch.manual_seed(0)
