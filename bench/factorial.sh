@@ -2,7 +2,8 @@
 # Issue 24's factorial comparison, in the order its question needs it: first the question the
 # issue turns on (is MTKD-RL, by default and with its label reward, ahead of avg with the same
 # hint term on the pools with a bad or weak teacher and on the held-out pool?) over all five
-# seeds, then the other weighting methods of the hint column, then the `none` and `map` columns.
+# seeds, then the other weighting methods of the hint column, then the `none` and `map` columns;
+# `avg` on shared4 beside them, for bench/headroom.py.
 # Resumable: recorded runs are skipped, a cut-off run continues; the records are
 # docs/results/compare/<pool>/results.json. One thread per run (run it beside other work):
 #   OMP_NUM_THREADS=1 bash bench/factorial.sh
@@ -20,11 +21,15 @@ for seed in 0 1 2 3 4; do
   run --pools shared4+swapped shared4+weak shared4+wrong44 --methods "${HEADLINE[@]}" \
     --features "$HINT" --seeds "$seed"
 done
+# avg on shared4 (the pools without their extra teacher) for every seed and feature term the
+# pools have: what the extra teacher costs avg (bench/headroom.py).
+run --pools shared4 --methods avg --features "$HINT" --seeds 3 4
 for seed in 0 1 2 3 4; do
   run --pools shared4+swapped shared4+weak --methods "${OTHERS[@]}" --features "$HINT" --seeds "$seed"
 done
 for seed in 0 1 2; do
   run --pools shared4+swapped shared4+weak --methods avg ebkd aekd ca_mkd amtml mtkdrl mmkd \
-    --features none map --seeds "$seed"
-  run --pools shared4+wrong44 --methods avg mtkdrl --features none --seeds "$seed"
+    "$LABEL" --features none map --seeds "$seed"
+  run --pools shared4+wrong44 --methods avg mtkdrl "$LABEL" --features none --seeds "$seed"
+  run --pools shared4 --methods avg --features map --seeds "$seed"
 done

@@ -3,27 +3,14 @@
 # quickstart-size run in bf16 (precision `auto`), `bench/step_overhead.py` on both setups in
 # bf16, a full-data CIFAR-10 epoch with the data on the GPU (`bench/gpu_epoch.py`, images/s),
 # then the test suite on CUDA for the time that is left. Figures land in $OUT (or
-# bench/results/gpu); the machine starts bare and cannot reach the network, so before the call:
-#
-#   mkdir -p .gpu_shared && cp -r ../shared/data .gpu_shared/ && echo /.gpu_shared/ >> .git/info/exclude
-#   # the Python packages the device lacks, as wheels in .whl (see the device tool's notes)
-#
-# and carry `.gpu_shared` and `.whl`. Each step has its own time limit, so one slow step leaves
-# the others their time.
+# bench/results/gpu); the machine starts bare and cannot reach the network, so first, here, with
+# the venv active: `bash bench/gpu_prepare.sh`, and carry `.gpu_shared` and `.whl`. Each step has
+# its own time limit, so one slow step leaves the others their time.
 set -uo pipefail
 OUT=${OUT:-bench/results/gpu}
 mkdir -p "$OUT"
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
-fi
-if [ -d .gpu_shared/data ] && [ ! -e ../shared ]; then
-  ln -s "$PWD/.gpu_shared" ../shared  # where the recipes look for the shared data
-fi
+. bench/gpu_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" \
-  | tee -a "$OUT/gpu.txt"
 
 echo "== quickstart, precision auto (bf16 on a GPU with bf16)"
 /usr/bin/time -f "quickstart wall %e s" timeout 150 python3 -m mtkdrl.distill \

@@ -5,6 +5,10 @@ is skipped, a cut-off one resumed, an exported one left as it is).
 
     python bench/registry_students.py                      # every student, into ../mtkdrl_registry
     python bench/registry_students.py --students resnet20-cifar10-none   # some of them
+    python bench/registry_students.py --jobs 3 --train-only   # on a GPU: train side by side
+
+`--train-only` leaves the export to a later call (the GPU script trains on the device, and the
+students are exported and measured here from the run folders it brings back).
 
 Each student is the recipe plus its overrides below; the command each run was made with is the
 first line of its `registry.log`.
@@ -17,6 +21,7 @@ import os
 import shlex
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,8 +44,11 @@ def run_folder(work: Path, name: str) -> Path:
 
 
 def train(name: str, work: Path) -> None:
-    """One student: skipped when finished, resumed when cut off, else started."""
+    """One student: skipped when exported or finished, resumed when cut off, else started."""
     out = run_folder(work, name)
+    if (ZOO / name / "model.safetensors").is_file():
+        print(f"{name}: exported, in {ZOO / name}")
+        return
     if (out / "summary.json").is_file():
         print(f"{name}: finished, in {out}")
         return
@@ -79,10 +87,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
     parser.add_argument("--work", type=Path, default=REPO.parent / "mtkdrl_registry")
+    parser.add_argument("--jobs", type=int, default=1, help="students trained side by side")
+    parser.add_argument("--train-only", action="store_true", help="train; export in a later call")
     args = parser.parse_args()
-    for name in args.students:
-        train(name, args.work)
-        export(name, args.work)
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(lambda name: train(name, args.work), args.students))
+    if not args.train_only:
+        for name in args.students:
+            export(name, args.work)
 
 
 if __name__ == "__main__":

@@ -154,6 +154,16 @@ class Registry:
         """`path` as the registry records it: relative to the registry file's folder."""
         return os.path.relpath(path.resolve(), self.path.parent.resolve())
 
+    def project_root(self) -> Path:
+        """The git work tree holding the registry file, or its folder outside one: what the
+        registry's recorded paths may point into, so a shipped file names no machine's folders."""
+        folder = self.path.parent.resolve()
+        return next((p for p in (folder, *folder.parents) if (p / ".git").exists()), folder)
+
+    def relative_inside(self, path: Path) -> str | None:
+        """`path` as recorded where it lies in the registry's project, else None (not recorded)."""
+        return self.relative(path) if path.resolve().is_relative_to(self.project_root()) else None
+
 
 def add_run(
     registry: Registry,
@@ -189,7 +199,7 @@ def add_run(
         overrides=list(overrides),
         weights=options.weights,
         license=options.license,
-        run_dir=registry.relative(run_dir),
+        run_dir=registry.relative_inside(run_dir),  # a run elsewhere: `zoo card --run`
         export_dir=registry.relative(export_dir),
         references={k: registry.relative(v) for k, v in options.references.items()},
     )
@@ -241,16 +251,27 @@ def regenerate_card(
     name: str,
     organisation: str | None = None,
     template: Path | None = None,
+    run_dir: Path | None = None,
 ) -> Path:
-    """Rewrite a trained entry's README.md from its run, its export and its recorded score."""
+    """Rewrite an exported entry's README.md from its run (`run_dir`, else the one the registry
+    records), its export and its recorded score."""
     entry = registry.get(name)
-    if not isinstance(entry, StudentEntry) or entry.run_dir is None or entry.export_dir is None:
-        exported = ", ".join(e.name for e in registry.students if e.run_dir) or "none yet"
+    if not isinstance(entry, StudentEntry) or entry.export_dir is None:
+        exported = ", ".join(e.name for e in registry.students if e.export_dir) or "none yet"
         raise MtkdrlError(
             f"NAME: zoo entry {name!r} ({entry.status}) has no run and export to make a card "
             f"from (entries that have: {exported})"
         )
-    run = read_run(registry.resolve(entry.run_dir))
+    run = read_run(run_dir or _recorded_run(registry, entry))
+    if (run.recipe.student.name.split(".")[0], run.recipe.method.name) != (
+        entry.architecture,
+        entry.method,
+    ):
+        raise MtkdrlError(
+            f"--run: {run.run_dir} trained {run.recipe.student.name} by "
+            f"{run.recipe.method.name}, but {name!r} is {entry.architecture} by {entry.method}; "
+            "pass the run the entry was exported from"
+        )
     folder = registry.resolve(entry.export_dir)
     config_path = folder / "config.json"
     if not config_path.is_file():
@@ -275,6 +296,16 @@ def regenerate_card(
         plot=run.plot is not None,
     )
     return write_card(context, folder, template)
+
+
+def _recorded_run(registry: Registry, entry: StudentEntry) -> Path:
+    """The entry's run folder as the registry records it (only runs inside its project are)."""
+    if entry.run_dir is None:
+        raise MtkdrlError(
+            f"--run: zoo entry {entry.name!r} records no run folder (its run lay outside "
+            f"{registry.path.name}'s repository); pass --run RUN_DIR, the run it was exported from"
+        )
+    return registry.resolve(entry.run_dir)
 
 
 def format_table(

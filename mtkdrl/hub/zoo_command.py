@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     card = commands.add_parser("card", parents=[common], help="rewrite an entry's model card")
     card.add_argument("name", help="the entry's name (see `mtkdrl zoo list`)")
     card.add_argument("--template", type=Path, help="model-card template (default: packaged)")
+    card.add_argument(
+        "--run", type=Path, help="the run the entry was exported from (default: the recorded one)"
+    )
     add = commands.add_parser("add", parents=[common], help="export a run and record it")
     add.add_argument("run_dir", type=Path, help="a finished run's output_dir")
     add.add_argument("--name", required=True, help="entry name, e.g. resnet20-cifar10-mtkdrl")
@@ -64,7 +67,7 @@ def _list(args: argparse.Namespace) -> None:
 
 def _card(args: argparse.Namespace) -> None:
     registry = Registry.load(args.registry)
-    print(f"wrote {regenerate_card(registry, args.name, args.org, args.template)}")
+    print(f"wrote {regenerate_card(registry, args.name, args.org, args.template, args.run)}")
 
 
 def _add(args: argparse.Namespace) -> None:

@@ -4,7 +4,7 @@ mean one thing each), `zoo add` from a real run, `zoo list` and `zoo card`."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import shutil
 
 import pytest
 import timm
@@ -93,7 +93,7 @@ def test_zoo_add_records_the_run_and_card_regenerates(cifar_run, registry_copy, 
         "batch 16, sgd lr 0.05 with a constant schedule"
     )
     assert registry.resolve(entry.export_dir).resolve() == export_dir.resolve()
-    assert not Path(entry.run_dir).is_absolute()
+    assert entry.run_dir is None  # the run lies outside the registry's project: no path of it
     assert [e.name for e in registry.students][:2] == [
         "resnet18-imagenet1k-mtkdrl",
         "vit-tiny-imagenet1k-mtkdrl",
@@ -106,10 +106,38 @@ def test_zoo_add_records_the_run_and_card_regenerates(cifar_run, registry_copy, 
 
     card = (export_dir / "README.md").read_text()
     (export_dir / "README.md").unlink()
-    assert main(["card", NAME, *args]) == 0
+    assert main(["card", NAME, *args]) == 2
+    assert "--run: zoo entry" in capsys.readouterr().err
+    assert main(["card", NAME, *args, "--run", str(cifar_run)]) == 0
     assert (export_dir / "README.md").read_text() == card
-    assert main(["card", NAME, *args, "--org", "elsewhere"]) == 0
+    assert main(["card", NAME, *args, "--run", str(cifar_run), "--org", "elsewhere"]) == 0
     assert f"hf-hub:elsewhere/mtkdrl-{NAME}" in (export_dir / "README.md").read_text()
+
+
+def test_a_run_inside_the_registrys_repository_is_recorded(cifar_run, registry_copy, capsys):
+    """Only a run inside the registry's git work tree is recorded (relative), so `zoo card`
+    finds it alone; a shipped registry never names a folder of the machine that trained it."""
+    project = registry_copy.parents[2]
+    (project / ".git").mkdir()
+    run = project / "runs" / "inside"
+    shutil.copytree(cifar_run, run)
+    args = ["--registry", str(registry_copy)]
+    assert main(["add", str(run), "--name", NAME, "--export-dir", str(project / "x"), *args]) == 0
+    entry = Registry.load(registry_copy).get(NAME)
+    assert entry.run_dir == "../../runs/inside"
+    (project / "x" / "README.md").unlink()
+    assert main(["card", NAME, *args]) == 0, capsys.readouterr().err
+    assert (project / "x" / "README.md").is_file()
+
+
+def test_zoo_card_refuses_a_run_of_another_entry(cifar_run, registry_copy, capsys):
+    args = ["card", "resnet20-cifar10-none", "--registry", str(registry_copy)]
+    assert main([*args, "--run", str(cifar_run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.startswith("mtkdrl: error: --run: ") and "by mtkdrl, but 'resnet20-cifar10-none'" in err
+    )
+    assert len(err.splitlines()) == 1
 
 
 def test_zoo_add_refuses_a_recipe_that_is_not_the_runs(cifar_run, registry_copy, tmp_path):
