@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 HINT="hint:stage=2,beta=100"  # beta chosen on shared4 (docs/results/README.md)
 LABEL="mtkdrl:agent_update=reinforce,reward=label"
+GAIN="mtkdrl:agent_update=reinforce,reward=gain"  # the other batch's CE gain (docs/methods/mtkdrl.md)
 # ca_mkd has no hint row: it feeds the student's map to each teacher's classifier head, which
 # takes the last stage's width (64), and the hint term reads stage 2 (32 channels).
 HEADLINE=(avg mtkdrl "$LABEL")
@@ -25,11 +26,15 @@ done
 # pools have: what the extra teacher costs avg (bench/headroom.py).
 run --pools shared4 --methods avg --features "$HINT" --seeds 3 4
 for seed in 0 1 2 3 4; do
+  run --pools shared4+swapped shared4+weak shared4+wrong44 --methods "$GAIN" --features "$HINT" \
+    --seeds "$seed"
+done
+for seed in 0 1 2 3 4; do
   run --pools shared4+swapped shared4+weak --methods "${OTHERS[@]}" --features "$HINT" --seeds "$seed"
 done
 for seed in 0 1 2; do
   run --pools shared4+swapped shared4+weak --methods avg ebkd aekd ca_mkd amtml mtkdrl mmkd \
-    "$LABEL" --features none map --seeds "$seed"
-  run --pools shared4+wrong44 --methods avg mtkdrl "$LABEL" --features none --seeds "$seed"
+    "$LABEL" "$GAIN" --features none map --seeds "$seed"
+  run --pools shared4+wrong44 --methods avg mtkdrl "$LABEL" "$GAIN" --features none --seeds "$seed"
   run --pools shared4 --methods avg --features map --seeds "$seed"
 done

@@ -12,7 +12,7 @@ update)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from torch import Tensor
@@ -51,7 +51,7 @@ class BatchProvider:
             return next(self.iterator)
 
 
-def student_access(run: Run, batch: tuple, provider: BatchProvider) -> StudentAccess:
+def student_access(run: Run, batch: tuple, provider: Callable[[], tuple]) -> StudentAccess:
     """What a method's `before_step` may use for this batch."""
     task, accelerator = run.task, run.accelerator
 
@@ -89,7 +89,7 @@ def student_access(run: Run, batch: tuple, provider: BatchProvider) -> StudentAc
     )
 
 
-def train_step(run: Run, batch: tuple, provider: BatchProvider) -> StepResult:
+def train_step(run: Run, batch: tuple, provider: Callable[[], tuple]) -> StepResult:
     """Forward, loss, backward and (at accumulation boundaries) the optimizer step."""
     task, accelerator = run.task, run.accelerator
     images, labels, indices = batch

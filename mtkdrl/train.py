@@ -253,18 +253,22 @@ def print_plan(run: Run) -> None:
 
 def dry_run_steps(run: Run) -> dict:
     """Two steps on random tensors of the student's input shape, with pretrained weights off; the
-    batch is 2 samples, or the one size a method takes (MMKD's feature-weight network)."""
+    batch is 2 samples, or the one size a method takes (MMKD's feature-weight network). A method
+    that draws another training batch (MTKD-RL's `reward: gain`) gets random ones too."""
     recipe, device = run.recipe, run.accelerator.device
     batch_size = run.task.method.batch_size or min(recipe.data.batch_size, DRY_RUN_BATCH)
     channels, height, width = run.student_cfg["input_size"]
     generator = torch.Generator().manual_seed(recipe.seed)
-    provider, losses = BatchProvider(None), []
-    for _ in range(DRY_RUN_STEPS):
+
+    def random_batch() -> tuple[torch.Tensor, torch.Tensor, None]:
+        """A batch of random tensors; also what a method that asks for another batch draws."""
         images = torch.randn(batch_size, channels, height, width, generator=generator)
         labels = torch.randint(0, run.num_classes, (batch_size,), generator=generator)
-        losses.append(
-            train_step(run, (images.to(device), labels.to(device), None), provider).loss.item()
-        )
+        return images.to(device), labels.to(device), None
+
+    losses = [
+        train_step(run, random_batch(), random_batch).loss.item() for _ in range(DRY_RUN_STEPS)
+    ]
     if not all(math.isfinite(v) for v in losses):
         raise MtkdrlError(f"dry run produced a non-finite loss: {losses}")
     summary = {

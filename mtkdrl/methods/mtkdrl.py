@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -23,9 +23,13 @@ from ..errors import MtkdrlError
 from ..pool import ModelOutputs, pooled_channels
 from . import register_method
 from ._mtkdrl_agent import AgentState, AgentUpdate, PolicyNetwork, build_state, state_widths
+from ._mtkdrl_gain import held_out_direction, term_slopes
 from ._mtkdrl_official import OfficialUpdate
 from ._mtkdrl_reinforce import ReinforceUpdate
 from .base import DistillBatch, Method, MethodContext, TeacherTerms, TeacherWeights
+
+if TYPE_CHECKING:
+    from .base import StudentAccess
 
 AGENT_UPDATES: dict[str, type[AgentUpdate]] = {
     "official": OfficialUpdate,
@@ -68,7 +72,8 @@ class MTKDRLOptions:
     logit_mix: list[float] = field(default_factory=lambda: [1.0, 1.0, 0.0])
     feature_mix: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     normalise_state: bool = False
-    reward: Literal["loss", "centred", "label"] = "loss"
+    reward: Literal["loss", "centred", "label", "gain"] = "loss"
+    gain_step: float = 0.05  # `reward: gain`: the parameter step of its central difference
     state_embedding_dims: int | None = None  # None: each teacher's whole embedding
 
     def __post_init__(self) -> None:
@@ -82,6 +87,8 @@ class MTKDRLOptions:
                     f"method.options.{name}: expected 3 non-negative shares of ({sources}) "
                     f"with a positive sum, e.g. [1, 1, 1]; got {mix}"
                 )
+        if self.gain_step <= 0:
+            raise MtkdrlError(f"method.options.gain_step must be positive, got {self.gain_step}")
         if self.state_embedding_dims is not None and self.state_embedding_dims < 1:
             raise MtkdrlError(
                 "method.options.state_embedding_dims must be at least 1 (or null: the whole "
@@ -142,6 +149,8 @@ class MTKDRL(Method):
         self.pending: AgentState | None = None  # this step's state, until `observe`
         self.pending_terms: TeacherTerms | None = None  # this step's per-teacher terms, likewise
         self.pending_weights: TeacherWeights | None = None  # this step's applied weights, likewise
+        self.pending_batch: tuple[DistillBatch, int] | None = None  # `reward: gain`'s batch, epoch
+        self.pending_gain: Tensor | None = None  # `reward: gain`, from `before_step`
         self.last_sources: dict[str, Tensor] = {}  # this step's weight sources, for the logs
 
     def describe(self) -> str:
@@ -187,6 +196,8 @@ class MTKDRL(Method):
         feature = None if terms.feature is None else terms.feature.detach()
         self.pending = state
         self.pending_terms = TeacherTerms(terms.ce.detach(), terms.logit.detach(), feature)
+        if self.options.reward == "gain":
+            self.pending_batch = (batch, epoch)
         with torch.no_grad():
             self.last_sources = self.agent.policy.sources(state)
         if epoch < self.options.warmup_epochs:
@@ -204,10 +215,36 @@ class MTKDRL(Method):
         (`logit_agent`, `logit_confidence`, `logit_gap`, `feature_agent`, ...)."""
         return {**super().tracked_matrices(weights), **self.last_sources}
 
+    def before_step(self, access: StudentAccess) -> None:
+        """`reward: gain`: each sample's reward, from the student before its step."""
+        pending, self.pending_batch = self.pending_batch, None
+        if pending is None or self.pending_weights is None:
+            return
+        batch, epoch = pending
+        objective = self.context.objective
+        direction = held_out_direction(access)
+        if direction is None:  # the other batch's CE is flat: nothing to gain anywhere
+            self.pending_gain = batch.labels.new_zeros(batch.labels.shape, dtype=torch.float32)
+            return
+        slopes = term_slopes(
+            access,
+            direction,
+            lambda at: objective.terms(at, epoch, objective.base_temperature),
+            batch.teachers,
+            self.options.gain_step,
+        )
+        self.pending_gain = gain_reward(
+            slopes, self.pending_weights, objective.alpha, objective.beta
+        )
+
     def observe(self, batch: DistillBatch, sample_loss: Tensor, epoch: int) -> None:
         state, terms, weights = self.pending, self.pending_terms, self.pending_weights
         self.pending = self.pending_terms = self.pending_weights = None
-        if self.options.reward == "label":
+        if self.options.reward == "gain":
+            reward, self.pending_gain = self.pending_gain, None
+            if reward is None:  # no optimizer step since this forward (gradient accumulation)
+                return
+        elif self.options.reward == "label":
             reward = label_reward(batch, weights)
         else:
             reward = -sample_loss.float()
@@ -277,6 +314,17 @@ def label_reward(batch: DistillBatch, weights: TeacherWeights) -> Tensor:
         return reward
     feature = (weights.feature.float() * label_probs).sum(1).clamp_min(1e-12).log()
     return (reward + feature) / 2
+
+
+def gain_reward(slopes: TeacherTerms, weights: TeacherWeights, alpha: float, beta: float) -> Tensor:
+    """`reward: gain`: α Σ_k w_ik·∂_g ℓ_ik + β Σ_k v_ik·∂_g d_ik, the slopes of the weighted teacher
+    terms along the other batch's CE gradient g: how far the step on sample i's teacher terms
+    lowers that CE, to first order (up to the learning rate). The CE term's own part does not
+    depend on the weights and is left out."""
+    reward = alpha * (weights.logit.float() * slopes.logit).sum(1)
+    if slopes.feature is not None and weights.feature is not None:
+        reward = reward + beta * (weights.feature.float() * slopes.feature).sum(1)
+    return reward
 
 
 def _batch_mean(values: Tensor, gather: Callable[[Tensor], Tensor] | None) -> Tensor:
