@@ -22,24 +22,36 @@ import shlex
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "cifar10_full.yaml"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 HINT = ["method.feature={kind: hint, stage: 2}", "method.beta=100"]  # beta chosen on shared4
-BASELINE = "resnet20-cifar10-none"
-STUDENTS: dict[str, list[str]] = {  # registry name -> overrides of the recipe
-    BASELINE: ["method.name=none"],
-    "resnet20-cifar10-avg-hint": ["method.name=avg", *HINT],
-    "resnet20-cifar10-mtkdrl": ["method.name=mtkdrl"],
+
+
+@dataclass(frozen=True)
+class Student:
+    """A registry student: its overrides of the recipe, and the no-KD entry its gain is over."""
+
+    overrides: list[str]
+    baseline: str | None
+
+
+STUDENTS: dict[str, Student] = {
+    "resnet20-cifar10-none": Student(["method.name=none"], None),
+    "resnet20-cifar10-avg-hint": Student(["method.name=avg", *HINT], "resnet20-cifar10-none"),
+    "resnet20-cifar10-mtkdrl": Student(["method.name=mtkdrl"], "resnet20-cifar10-none"),
+    # the second architecture: its own no-KD baseline first, then the comparison's leader
+    "wrn16-2-cifar10-none": Student(["student.name=wrn_16_2_cifar", "method.name=none"], None),
 }
 ZOO = REPO / "zoo"  # the exports, committed (about 1 MB of safetensors each)
 REGISTRY = REPO / "mtkdrl" / "hub" / "registry.yaml"
 
 
 def run_folder(work: Path, name: str) -> Path:
-    """A student's run folder under `--work`: `none`, `avg-hint`, ..."""
+    """A student's run folder under `--work`: `none`, `avg-hint`, ..., `wrn16-2-cifar10-none`."""
     return work / name.removeprefix("resnet20-cifar10-")
 
 
@@ -53,7 +65,7 @@ def train(name: str, work: Path) -> None:
         print(f"{name}: finished, in {out}")
         return
     flag = "--resume" if (out / "checkpoints" / "latest").is_file() else "--overwrite"
-    command = [sys.executable, "-m", "mtkdrl", "distill", str(RECIPE), *STUDENTS[name]]
+    command = [sys.executable, "-m", "mtkdrl", "distill", str(RECIPE), *STUDENTS[name].overrides]
     command += [f"output_dir={out}", flag]
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "registry.log", "a") as log:
@@ -76,10 +88,11 @@ def export(name: str, work: Path) -> None:
                "--name", name, "--registry", str(REGISTRY), "--recipe", str(RECIPE),
                "--export-dir", str(ZOO / name), "--measure", "--weights", "last",
                "--dataset-id", "uoft-cs/cifar10", "--dataset-name", "CIFAR-10"]  # fmt: skip
-    for override in STUDENTS[name]:
+    student = STUDENTS[name]
+    for override in student.overrides:
         command += ["--override", override]
-    if name != BASELINE:
-        command += ["--baseline", BASELINE]
+    if student.baseline is not None:
+        command += ["--baseline", student.baseline]
     subprocess.run(command, check=True, env={**os.environ, **OFFLINE})
 
 
