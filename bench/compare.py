@@ -12,7 +12,9 @@ shared training images x 30 epochs, batch 64, SGD 0.05 cosine, 4 cached views, f
         --methods avg ebkd aekd ca_mkd amtml mtkdrl mmkd --features none map --seeds 0 1 2
 
 Runs go to `--work/<pool>`; each pool's record, table and plot to `docs/results/compare/<pool>/`.
-Run it again to continue: recorded runs are skipped, here or on another machine.
+Run it again to continue: recorded runs are skipped, here or on another machine. The same budget
+on more data, e.g. the 10,000-image check, is a record of its own per pool
+(`--train-images 10000`: `docs/results/compare/<pool>_10000images/`).
 """
 
 from __future__ import annotations
@@ -58,10 +60,10 @@ POOLS: dict[str, list[dict]] = {
 }
 
 
-def budget_overrides(views: int = 4, precision: str = "no") -> list[str]:
+def budget_overrides(views: int = 4, precision: str = "no", images: int = SUBSET) -> list[str]:
     """The budget every row shares: a cosine schedule over a fixed training subset."""
     return [
-        f"data.train_subset={SUBSET}",
+        f"data.train_subset={images}",
         f"train.epochs={EPOCHS}",
         f"train.eval_every={EPOCHS}",  # the tables need the last epoch's only
         f"data.batch_size={BATCH_SIZE}",
@@ -124,14 +126,22 @@ def resolve_pool(pool: str, work: Path) -> list[dict]:
     ]
 
 
-def pool_overrides(pool: str, work: Path, views: int = 4, precision: str = "no") -> list[str]:
+def pool_overrides(
+    pool: str, work: Path, views: int = 4, precision: str = "no", images: int = SUBSET
+) -> list[str]:
     """The recipe overrides of one pool's comparison: the budget and the pool's teachers."""
     teachers = yaml.safe_dump(resolve_pool(pool, work), default_flow_style=True, width=10**9)
-    return [*budget_overrides(views, precision), f"teachers={teachers.strip()}"]
+    return [*budget_overrides(views, precision, images), f"teachers={teachers.strip()}"]
 
 
-def pool_work(pool: str, work: Path) -> Path:
-    return work / slug(pool)
+def pool_folder(pool: str, images: int = SUBSET) -> str:
+    """A pool's folder name, for its runs and its record: `shared4+swapped`, or with another
+    training-set size `shared4+swapped_10000images` (a record of its own: another budget)."""
+    return slug(pool) if images == SUBSET else f"{slug(pool)}_{images}images"
+
+
+def pool_work(pool: str, work: Path, images: int = SUBSET) -> Path:
+    return work / pool_folder(pool, images)
 
 
 def main() -> None:
@@ -142,17 +152,21 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--views", type=int, default=4, help="teacher-cache views per sample")
     parser.add_argument("--precision", default="no", choices=["no", "bf16"])
+    parser.add_argument(
+        "--train-images", type=int, default=SUBSET, help=f"training images ({SUBSET})"
+    )
     parser.add_argument("--work", type=Path, default=REPO.parent / "mtkdrl_compare")
     parser.add_argument("--out", type=Path, default=RESULTS, help="one folder per pool in it")
     args = parser.parse_args()
     os.environ.update(OFFLINE)
+    images = args.train_images
     for pool in args.pools:
         print(f"== {pool}", flush=True)
         code = compare_main(
-            [str(RECIPE), *pool_overrides(pool, args.work, args.views, args.precision),
+            [str(RECIPE), *pool_overrides(pool, args.work, args.views, args.precision, images),
              "--methods", *args.methods, *(["--features", *args.features] if args.features else []),
-             "--seeds", *map(str, args.seeds), "--work", str(pool_work(pool, args.work)),
-             "--out", str(args.out / slug(pool)), "--resume"]
+             "--seeds", *map(str, args.seeds), "--work", str(pool_work(pool, args.work, images)),
+             "--out", str(args.out / pool_folder(pool, images)), "--resume"]
         )  # fmt: skip
         if code != 0:
             raise SystemExit(code)

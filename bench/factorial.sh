@@ -38,3 +38,7 @@ for seed in 0 1 2; do
   run --pools shared4+wrong44 --methods avg mtkdrl "$LABEL" "$GAIN" --features none --seeds "$seed"
   run --pools shared4 --methods avg --features map --seeds "$seed"
 done
+# Last, the 10,000-image check: avg and the hint column's top three rows (named once that column
+# has its five seeds), 3 seeds, a record of its own per pool:
+#   python bench/compare.py --train-images 10000 --pools shared4+swapped shared4+weak \
+#     --methods avg ROW ROW ROW --features "$HINT" --seeds 0 1 2
