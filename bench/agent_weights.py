@@ -148,11 +148,16 @@ def main() -> None:
     num_teachers = len(compare.POOLS[args.pool])
     work = compare.pool_work(args.pool, args.work)
     curves = {}
-    for method in args.methods:
-        dirs = [run_dir(work, method, args.feature, seed) for seed in args.seeds]
-        if all((d / "summary.json").is_file() for d in dirs):
+    for method in args.methods:  # over the seeds of --seeds whose runs finished here
+        seeds = [
+            s
+            for s in args.seeds
+            if (run_dir(work, method, args.feature, s) / "summary.json").is_file()
+        ]
+        if seeds:
+            dirs = [run_dir(work, method, args.feature, seed) for seed in seeds]
             runs = [run_curves(d, num_teachers - 1, WRONG_CLASSES[args.pool]) for d in dirs]
-            curves[method] = mean_curves(runs)
+            curves[f"{method} (seeds {', '.join(map(str, seeds))})"] = mean_curves(runs)
     if not curves:
         raise SystemExit(f"no finished {args.pool} runs of {args.methods} under {work}")
     out = args.out / compare.slug(args.pool)
